@@ -1,0 +1,98 @@
+// swift-tools-version: 6.2
+//
+// meshd — a per-host service-mesh proxy daemon (Linkerd 1.x's model on SwiftNIO).
+// Module boundaries are described in docs/ARCHITECTURE.md; who may import whom:
+//   MeshCore      <- pure policy and vocabulary; stdlib + swift-collections only
+//   MeshConfig    <- MeshCore, Yams
+//   MeshTelemetry <- MeshCore, swift-log, swift-metrics, swift-prometheus
+//   MeshDiscovery <- MeshCore, NIO
+//   MeshProxy     <- MeshCore, MeshConfig, MeshDiscovery, MeshTelemetry, NIO
+//   MeshAdmin     <- MeshProxy (snapshots), MeshTelemetry, MeshConfig
+//   meshd         <- everything (command line, wiring, lifecycle)
+import PackageDescription
+
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOHTTP1", package: "swift-nio"),
+    .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+]
+
+let package = Package(
+    name: "meshd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "meshd", targets: ["meshd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        .target(
+            name: "MeshCore",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")]
+        ),
+        .target(
+            name: "MeshConfig",
+            dependencies: ["MeshCore", .product(name: "Yams", package: "Yams")]
+        ),
+        .target(
+            name: "MeshTelemetry",
+            dependencies: [
+                "MeshCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        .target(
+            name: "MeshDiscovery",
+            dependencies: ["MeshCore", "MeshConfig", "MeshTelemetry", .product(name: "Logging", package: "swift-log")] + nio
+        ),
+        .target(
+            name: "MeshProxy",
+            dependencies: [
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ] + nio
+        ),
+        .target(
+            name: "MeshAdmin",
+            dependencies: [
+                "MeshCore", "MeshConfig", "MeshProxy", "MeshTelemetry",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ] + nio
+        ),
+        .executableTarget(
+            name: "meshd",
+            dependencies: [
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshProxy", "MeshAdmin",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ] + nio
+        ),
+        .target(
+            name: "MeshTestSupport",
+            dependencies: ["MeshCore"],
+            path: "Tests/MeshTestSupport"
+        ),
+        .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "MeshTestSupport"]),
+        .testTarget(name: "MeshConfigTests", dependencies: ["MeshConfig", "MeshCore"]),
+        .testTarget(name: "MeshTelemetryTests", dependencies: ["MeshTelemetry"]),
+        .testTarget(name: "MeshDiscoveryTests", dependencies: ["MeshDiscovery", "MeshCore", "MeshTestSupport"] + nio),
+    ]
+)

@@ -1,0 +1,121 @@
+// What the admin port answers, path by path. Every answer is built from snapshots; nothing here
+// reaches into a router's live state.
+
+import MeshConfig
+import MeshCore
+import MeshDiscovery
+import MeshProxy
+import MeshTelemetry
+
+/// An admin response: status, content type and body.
+public struct AdminResponse: Sendable {
+    public var status: Int
+    public var contentType: String
+    public var body: String
+
+    static func text(_ body: String, status: Int = 200) -> AdminResponse {
+        AdminResponse(status: status, contentType: "text/plain; charset=utf-8", body: body)
+    }
+
+    static func json(_ value: JSONValue, pretty: Bool = true) -> AdminResponse {
+        AdminResponse(status: 200, contentType: "application/json", body: value.serialized(pretty: pretty) + "\n")
+    }
+}
+
+/// The admin port's routes over one running linker.
+public struct AdminRoutes: Sendable {
+    let linker: Linker
+    let prometheusPaths: [String: String]
+    let requestShutdown: @Sendable () -> Void
+
+    public init(linker: Linker, requestShutdown: @escaping @Sendable () -> Void) {
+        self.linker = linker
+        self.requestShutdown = requestShutdown
+        var paths = ["/admin/metrics/prometheus": ""]
+        for telemeter in linker.config.telemetry {
+            if case .prometheus(let config) = telemeter { paths[config.path] = config.prefix }
+        }
+        self.prometheusPaths = paths
+    }
+
+    static let index = [
+        "/admin/ping", "/admin/ready", "/admin/metrics/prometheus", "/admin/metrics.json", "/config.json",
+        "/client_state.json", "/namer_state/<kind>.json", "/admin/shutdown (POST)",
+    ]
+
+    /// Answers `method path?query`.
+    public func respond(method: String, uri: String) -> AdminResponse {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = String(parts[0])
+        let query = parts.count > 1 ? String(parts[1]) : ""
+        if let prefix = prometheusPaths[path] {
+            return AdminResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: linker.metrics.prometheusText(prefix: prefix))
+        }
+        switch path {
+        case "/admin/ping":
+            return .text("pong")
+        case "/admin/ready":
+            return linker.isReady ? .text("ready") : .text("not ready", status: 503)
+        case "/config.json":
+            return .json(linker.config.json)
+        case "/admin/metrics.json":
+            let pretty = query.split(separator: "&").contains("pretty=1")
+            return .json(.object(linker.metrics.samples().map { ($0.0, .double($0.1)) }), pretty: pretty)
+        case "/client_state.json":
+            return .json(clientState())
+        case "/admin/shutdown":
+            guard method == "POST" else { return .text("use POST to shut meshd down\n", status: 405) }
+            requestShutdown()
+            return .text("shutting down\n")
+        case "/admin", "/admin/", "/":
+            return .text(AdminRoutes.index.joined(separator: "\n") + "\n")
+        default:
+            if path.hasPrefix("/namer_state/"), path.hasSuffix(".json") {
+                let kind = String(path.dropFirst("/namer_state/".count).dropLast(".json".count))
+                if let state = linker.namerStates().first(where: { $0.kind == kind || $0.prefix.description == "/" + kind }) {
+                    return .json(namerState(state))
+                }
+            }
+            return .text("no such admin path: \(path)\n", status: 404)
+        }
+    }
+
+    private func clientState() -> JSONValue {
+        var routers: [(String, JSONValue)] = []
+        for router in linker.routers {
+            let clients = router.clientSnapshots().map { client -> (String, JSONValue) in
+                let endpoints = client.endpoints.map { endpoint -> JSONValue in
+                    .object([
+                        ("address", .string(endpoint.address)), ("weight", .double(endpoint.weight)), ("load", .int(endpoint.load)),
+                        ("available", .bool(endpoint.available)), ("openConnections", .int(endpoint.openConnections)),
+                        ("idleConnections", .int(endpoint.idleConnections)),
+                    ])
+                }
+                return (client.id, .object([("state", .string(AddrText.state(client.addr))), ("endpoints", .array(endpoints))]))
+            }
+            routers.append((router.label, .object(clients)))
+        }
+        return .object(routers)
+    }
+
+    private func namerState(_ state: NamerState) -> JSONValue {
+        let names = state.names.keys.sorted().map { name -> (String, JSONValue) in
+            let addr = state.names[name]!
+            var pairs: [(String, JSONValue)] = [("state", .string(AddrText.state(addr))), ("endpoints", .array(addr.endpoints.map { .string($0.description) }))]
+            if let problems = state.problems[name] { pairs.append(("problems", .array(problems.map { .string($0) }))) }
+            return (name, .object(pairs))
+        }
+        return .object([("kind", .string(state.kind)), ("prefix", .string(state.prefix.description)), ("names", .object(names))])
+    }
+}
+
+enum AddrText {
+    static func state(_ addr: Addr) -> String {
+        switch addr {
+        case .pending: return "pending"
+        case .bound: return "bound"
+        case .neg: return "neg"
+        case .failed(let reason): return "failed: \(reason)"
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import MeshCore
+
+/// `routers[].servers[]`: a listener of a router.
+public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
+    /// Listen address. Default `127.0.0.1` (loopback, as Linkerd); `0.0.0.0` for every interface.
+    public var ip: String = "127.0.0.1"
+    /// Listen port, 0–65535 (0 picks a free port). Default: the protocol's (http 4140).
+    public var port: Int
+    /// Requests served at once on this listener; past it, new requests get 503 at once.
+    /// 1–2,147,483,647. Default: unlimited (nil).
+    public var maxConcurrentRequests: Int?
+    /// Strip incoming `l5d-*` context headers and `l5d-*` response headers (for listeners that
+    /// face untrusted clients). Default false.
+    public var clearContext: Bool = false
+    /// Refuse a request whose `Via` header already lists this many hops (loop protection).
+    /// 1–10,000. Default 1,000.
+    public var maxCallDepth: Int = 1000
+    public var origin: ConfigOrigin = .builtIn
+
+    init(defaultPort: Int) { self.port = defaultPort }
+
+    static func read(_ node: ConfigNode, defaultPort: Int) -> ServerConfig {
+        var config = ServerConfig(defaultPort: defaultPort)
+        config.origin = node.origin
+        guard let m = node.mapping else { return config }
+        if let ip = m.optional("ip") { config.ip = IPAddressSyntax.read(ip) ?? config.ip }
+        config.port = m.int("port", in: 0...65535) ?? config.port
+        config.maxConcurrentRequests = m.int("maxConcurrentRequests", in: 1...Int(Int32.max))
+        config.clearContext = m.bool("clearContext") ?? false
+        config.maxCallDepth = m.int("maxCallDepth", in: 1...10_000) ?? config.maxCallDepth
+        m.accepted(["label"])
+        m.unsupported(["tls"], "TLS listeners are not implemented yet")
+        m.unsupported(["announce"], "meshd has no announcers")
+        m.unsupported(["timeoutMs", "serverSession"], "server timeouts are not implemented yet; remove it")
+        m.unsupported(["socketOptions", "addForwardedHeader", "timestampHeader", "engine"], "remove it")
+        m.finish()
+        return config
+    }
+
+    /// `ip:port`, bracketing IPv6.
+    public var address: String { ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
+
+    public var json: JSONValue {
+        var pairs: [(String, JSONValue)] = [("ip", .string(ip)), ("port", .int(port))]
+        pairs.append(("maxConcurrentRequests", maxConcurrentRequests.map { .int($0) } ?? .null))
+        pairs.append(("clearContext", .bool(clearContext)))
+        pairs.append(("maxCallDepth", .int(maxCallDepth)))
+        return .object(pairs)
+    }
+}

@@ -1,0 +1,54 @@
+import MeshCore
+
+/// `telemetry[]`: metric and trace exporters.
+public enum TelemeterConfig: Sendable, Hashable, JSONRepresentable {
+    case prometheus(PrometheusConfig)
+
+    static let supportedKinds = ["io.l5d.prometheus"]
+    static let linkerdKinds = [
+        "io.l5d.influxdb", "io.l5d.statsd", "io.l5d.tracelog", "io.l5d.recentRequests", "io.l5d.zipkin",
+        "io.l5d.newrelic", "io.l5d.istio", "io.l5d.adminMetricsExport", "io.l5d.commonMetrics",
+    ]
+
+    static func read(_ node: ConfigNode) -> TelemeterConfig? {
+        guard let m = node.mapping else { return nil }
+        defer { m.finish() }
+        guard let kind = m.kind(supported: supportedKinds, linkerdOnly: linkerdKinds, what: "telemeter") else {
+            m.accepted(m.keys)
+            return nil
+        }
+        m.accepted(["experimental"])
+        switch kind {
+        default:
+            var config = PrometheusConfig()
+            if let node = m.optional("path"), let path = node.string {
+                if path.hasPrefix("/") { config.path = path } else { node.error("path must start with '/'") }
+            }
+            if let node = m.optional("prefix"), let prefix = node.string {
+                if prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == ":") }) {
+                    config.prefix = prefix
+                } else {
+                    node.error("prefix may hold only letters, digits, '_' and ':' (Prometheus metric name characters)")
+                }
+            }
+            return .prometheus(config)
+        }
+    }
+
+    public var json: JSONValue {
+        switch self {
+        case .prometheus(let config):
+            return .object([("kind", .string("io.l5d.prometheus")), ("path", .string(config.path)), ("prefix", .string(config.prefix))])
+        }
+    }
+}
+
+/// `io.l5d.prometheus`: Prometheus text exposition on the admin port.
+public struct PrometheusConfig: Sendable, Hashable {
+    /// Admin path that serves the metrics. Default `/admin/metrics/prometheus`.
+    public var path = "/admin/metrics/prometheus"
+    /// Prepended to every metric name. Default empty.
+    public var prefix = ""
+
+    public init() {}
+}

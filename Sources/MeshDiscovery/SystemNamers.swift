@@ -1,0 +1,95 @@
+// The `/$/…` namers every dtab can use without configuration: `/$/inet/HOST/PORT` binds a
+// fixed address, `/$/fail` fails, `/$/nil` is the empty set.
+
+import Dispatch
+import MeshCore
+import NIOConcurrencyHelpers
+
+public final class InetNamer: Sendable {
+    private let cache = NIOLockedValueBox<[Path: Watchable<Addr>]>([:])
+
+    public init() {}
+
+    /// Binds `/$/inet/HOST/PORT[/residual]` (given the segments after `inet`).
+    /// Host names resolve in the background; their address is pending until then.
+    func lookup(_ rest: Path) throws(DelegationError) -> NameTree<NamerResult<BoundName>> {
+        let segments = rest.segments
+        var host = ""
+        var portIndex = 1
+        if segments.count >= 2, Int(segments[1]) != nil {
+            host = segments[0]
+        } else if segments.count >= 1, Int(segments[0]) != nil {
+            // `/$/inet/PORT`: the local host.
+            host = "127.0.0.1"
+            portIndex = 0
+        } else {
+            throw .namerFailed(path: Path(segments: ["$", "inet"]) + rest, reason: "expected /$/inet/HOST/PORT")
+        }
+        guard let port = Int(segments[portIndex]), (1...65535).contains(port) else {
+            throw .namerFailed(path: Path(segments: ["$", "inet"]) + rest, reason: "port must be 1 to 65535")
+        }
+        let id = Path(segments: ["$", "inet"] + segments[0...portIndex])
+        let addr = cache.withLockedValue { cache -> Watchable<Addr> in
+            if let existing = cache[id] { return existing }
+            let watchable: Watchable<Addr>
+            if HostResolver.isIPLiteral(host) {
+                watchable = Watchable(.bound([Endpoint(host: host, port: port)]))
+            } else {
+                watchable = Watchable(.pending)
+                let host = host
+                DispatchQueue.global().async {
+                    if let ip = HostResolver.resolve(host) {
+                        watchable.set(.bound([Endpoint(host: ip, port: port)]))
+                    } else {
+                        watchable.set(.failed("host \(host) does not resolve"))
+                    }
+                }
+            }
+            cache[id] = watchable
+            return watchable
+        }
+        return .leaf(.bound(BoundName(id: id, residual: rest.dropFirst(portIndex + 1), addr: addr)))
+    }
+}
+
+/// Every namer a router can reach: the configured ones under `/#/<prefix>`, and the system ones
+/// under `/$`.
+public final class NamerSet: Sendable {
+    public let configured: [any Namer]
+    private let inet = InetNamer()
+
+    public init(configured: [any Namer]) {
+        self.configured = configured
+    }
+
+    /// Sum of the namers' generations: changes whenever any namer's answers may have changed.
+    public var generation: UInt64 {
+        configured.reduce(0) { $0 &+ $1.generation.version }
+    }
+
+    /// Binds a path that no dentry matched, for `Delegator`.
+    public func lookup(_ path: Path) throws(DelegationError) -> NameTree<NamerResult<BoundName>> {
+        guard let first = path.segments.first else { return .neg }
+        switch first {
+        case "#":
+            let rest = path.dropFirst(1)
+            for namer in configured where rest.starts(with: namer.prefix) {
+                let answer = namer.lookup(rest.dropFirst(namer.prefix.count))
+                if case .neg = answer { continue }
+                return answer.map { .bound($0) }
+            }
+            return .neg
+        case "$":
+            guard path.count >= 2 else { return .neg }
+            switch path.segments[1] {
+            case "inet", "fixedinet": return try inet.lookup(path.dropFirst(2))
+            case "fail": return .fail
+            case "nil": return .empty
+            default:
+                throw .namerFailed(path: path, reason: "unknown system namer '/$/\(path.segments[1])'")
+            }
+        default:
+            return .neg
+        }
+    }
+}

@@ -1,0 +1,275 @@
+// The driver of one endpoint's `ConnectionPoolState`: it owns the sockets, promises and timers
+// that the pure state machine asks for. Every change goes through `withState`, which runs the
+// machine under a lock and turns its actions into effects; the effects (completing promises,
+// connecting, closing) run after the lock is released.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import MeshCore
+import MeshTelemetry
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+final class EndpointPool: Sendable {
+    struct LoopKey: Hashable, Sendable {
+        let id: ObjectIdentifier
+        init(_ loop: any EventLoop) { id = ObjectIdentifier(loop) }
+    }
+
+    typealias Machine = ConnectionPoolState<Int, Int, LoopKey>
+
+    private struct Waiter {
+        let promise: EventLoopPromise<PooledConnection>
+        let loop: any EventLoop
+    }
+
+    private struct State {
+        var machine: Machine
+        var waiters: [Int: Waiter] = [:]
+        var connections: [Int: PooledConnection] = [:]
+        var nextWaiter = 0
+        var nextConnection = 0
+        var draining = false
+    }
+
+    private enum Effect {
+        case succeed(EventLoopPromise<PooledConnection>, PooledConnection)
+        case fail(EventLoopPromise<PooledConnection>, ProxyError)
+        case connect(any EventLoop, waiter: Int)
+        case close(PooledConnection)
+        case armIdleTimer(PooledConnection, token: UInt64)
+    }
+
+    let endpoint: Endpoint
+    let socketAddress: SocketAddress
+    private let idleTime: TimeAmount?
+    private let connectTimeout: TimeAmount
+    private let metrics: PoolMetrics
+    private let state: NIOLockedValueBox<State>
+
+    init(endpoint: Endpoint, limits: Machine.Limits, idleTime: TimeAmount?, connectTimeout: TimeAmount, metrics: PoolMetrics) throws {
+        self.endpoint = endpoint
+        self.socketAddress = try SocketAddress(ipAddress: endpoint.host, port: endpoint.port)
+        self.idleTime = idleTime
+        self.connectTimeout = connectTimeout
+        self.metrics = metrics
+        self.state = NIOLockedValueBox(State(machine: Machine(limits: limits)))
+    }
+
+    /// Asks for a connection on `loop` (the caller's loop). The id lets the caller give up.
+    func lease(on loop: any EventLoop) -> (waiter: Int, future: EventLoopFuture<PooledConnection>) {
+        let promise = loop.makePromise(of: PooledConnection.self)
+        var waiterID = 0
+        let effects = withState { state -> [Machine.Action] in
+            waiterID = state.nextWaiter
+            state.nextWaiter += 1
+            if state.draining {
+                state.waiters[waiterID] = Waiter(promise: promise, loop: loop)
+                return [.reject(waiterID)]
+            }
+            state.waiters[waiterID] = Waiter(promise: promise, loop: loop)
+            return [state.machine.leaseRequested(by: waiterID, on: LoopKey(loop))]
+        }
+        perform(effects)
+        return (waiterID, promise.futureResult)
+    }
+
+    /// The caller no longer wants the connection it asked for.
+    func cancel(waiter waiterID: Int) {
+        let waiter = state.withLockedValue { state -> Waiter? in
+            state.machine.waiterCancelled(waiterID)
+            return state.waiters.removeValue(forKey: waiterID)
+        }
+        waiter?.promise.fail(ProxyError(.shuttingDown, "request cancelled"))
+    }
+
+    /// An exchange is done with `connection`.
+    func release(_ connection: PooledConnection, reusable: Bool) {
+        var closeIt = false
+        let effects = withState { state -> [Machine.Action] in
+            let reuse = reusable && !state.draining
+            if !reuse {
+                state.connections.removeValue(forKey: connection.id)
+                closeIt = true
+            }
+            return [state.machine.connectionReleased(connection.id, on: LoopKey(connection.eventLoop), reusable: reuse)]
+        }
+        if closeIt { connection.channel.close(promise: nil) }
+        perform(effects)
+    }
+
+    /// Stops lending connections: idle ones close now, leased ones when they come back.
+    func drain() {
+        let effects = withState { state -> [Machine.Action] in
+            state.draining = true
+            return state.machine.shutdown()
+        }
+        perform(effects)
+    }
+
+    var snapshot: (open: Int, idle: Int, leased: Int, waiters: Int) {
+        state.withLockedValue { ($0.machine.total, $0.machine.idleCount, $0.machine.leased, $0.machine.waiterCount) }
+    }
+
+    // MARK: the funnel
+
+    private func withState(_ body: (inout State) -> [Machine.Action], error: ProxyError? = nil) -> [Effect] {
+        state.withLockedValue { state in
+            let actions = body(&state)
+            var effects: [Effect] = []
+            for action in actions {
+                translate(action, state: &state, error: error, into: &effects)
+            }
+            metrics.update(open: state.machine.total, idle: state.machine.idleCount, waiters: state.machine.waiterCount)
+            return effects
+        }
+    }
+
+    private func translate(_ action: Machine.Action, state: inout State, error: ProxyError?, into effects: inout [Effect]) {
+        switch action {
+        case .lease(let id, let waiterID):
+            guard let connection = state.connections[id] else { return }
+            if let waiter = state.waiters.removeValue(forKey: waiterID) {
+                effects.append(.succeed(waiter.promise, connection))
+            } else {
+                // The waiter gave up between asking and now: hand the connection straight back.
+                translate(state.machine.connectionReleased(id, on: LoopKey(connection.eventLoop), reusable: true), state: &state, error: error, into: &effects)
+            }
+        case .connect(_, let waiterID):
+            guard let waiter = state.waiters[waiterID] else {
+                // Nobody wants it any more: give the place back.
+                for next in state.machine.connectFailed(for: waiterID).dropFirst() {
+                    translate(next, state: &state, error: error, into: &effects)
+                }
+                return
+            }
+            effects.append(.connect(waiter.loop, waiter: waiterID))
+        case .replace(let id, _, let waiterID):
+            if let connection = state.connections.removeValue(forKey: id) { effects.append(.close(connection)) }
+            if let waiter = state.waiters[waiterID] { effects.append(.connect(waiter.loop, waiter: waiterID)) }
+        case .close(let id):
+            if let connection = state.connections.removeValue(forKey: id) { effects.append(.close(connection)) }
+        case .armIdleTimer(let id, let token):
+            if idleTime != nil, let connection = state.connections[id] { effects.append(.armIdleTimer(connection, token: token)) }
+        case .reject(let waiterID):
+            if let waiter = state.waiters.removeValue(forKey: waiterID) {
+                metrics.rejected.increment()
+                let reason = state.draining
+                    ? ProxyError(.noEndpoints, "endpoint \(endpoint) was removed by discovery", retryable: true)
+                    : ProxyError(.poolExhausted, "connection pool to \(endpoint) is full (maxSize \(state.machine.limits.maxSize), maxWaiters \(state.machine.limits.maxWaiters))", retryable: true)
+                effects.append(.fail(waiter.promise, reason))
+            }
+        case .failConnect(let waiterID):
+            if let waiter = state.waiters.removeValue(forKey: waiterID) {
+                effects.append(.fail(waiter.promise, error ?? ProxyError(.connectFailed, "cannot connect to \(endpoint)", retryable: true)))
+            }
+        case .queued, .none:
+            break
+        }
+    }
+
+    private func perform(_ effects: [Effect]) {
+        for effect in effects {
+            switch effect {
+            case .succeed(let promise, let connection):
+                promise.succeed(connection)
+            case .fail(let promise, let error):
+                promise.fail(error)
+            case .close(let connection):
+                connection.channel.close(promise: nil)
+            case .connect(let loop, let waiterID):
+                connect(on: loop, for: waiterID)
+            case .armIdleTimer(let connection, let token):
+                guard let idleTime else { continue }
+                connection.eventLoop.scheduleTask(in: idleTime) { [self] in
+                    let effects = withState { state in [state.machine.idleTimerFired(connection.id, token: token)] }
+                    perform(effects)
+                }
+            }
+        }
+    }
+
+    // MARK: connecting
+
+    private func connect(on loop: any EventLoop, for waiterID: Int) {
+        metrics.connects.increment()
+        ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        HTTPRequestEncoder(),
+                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)),
+                        UpstreamHandler(),
+                    ])
+                }
+            }
+            .connect(to: socketAddress)
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    established(channel, for: waiterID)
+                case .failure(let error):
+                    metrics.connectFailures.increment()
+                    let reason = ProxyError(.connectFailed, "cannot connect to \(endpoint): \(ConnectErrorText.describe(error))", retryable: true)
+                    let effects = withState({ state in state.machine.connectFailed(for: waiterID) }, error: reason)
+                    perform(effects)
+                }
+            }
+    }
+
+    private func established(_ channel: any Channel, for waiterID: Int) {
+        guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
+            channel.close(promise: nil)
+            let effects = withState({ state in state.machine.connectFailed(for: waiterID) }, error: ProxyError(.connectFailed, "connection to \(endpoint) closed at once"))
+            perform(effects)
+            return
+        }
+        let drained = ProxyError(.noEndpoints, "endpoint \(endpoint) was removed by discovery", retryable: true)
+        var closeIt = false
+        let effects = withState({ state -> [Machine.Action] in
+            if state.draining {
+                closeIt = true
+                return state.machine.connectFailed(for: waiterID)
+            }
+            let id = state.nextConnection
+            state.nextConnection += 1
+            state.connections[id] = PooledConnection(id: id, channel: channel, handler: handler)
+            handler.onIdleClose = { [weak self] in self?.idleConnectionClosed(id) }
+            return [state.machine.connectionEstablished(id, on: LoopKey(channel.eventLoop), for: waiterID, waiterStillWants: state.waiters[waiterID] != nil)]
+        }, error: drained)
+        if closeIt { channel.close(promise: nil) }
+        perform(effects)
+    }
+
+    private func idleConnectionClosed(_ id: Int) {
+        _ = withState { state in
+            state.connections.removeValue(forKey: id)
+            state.machine.idleConnectionClosed(id)
+            return []
+        }
+    }
+}
+
+enum ConnectErrorText {
+    static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError {
+            switch io.errnoCode {
+            case ECONNREFUSED: return "connection refused"
+            case ETIMEDOUT: return "connection timed out"
+            case EHOSTUNREACH: return "host unreachable"
+            case ENETUNREACH: return "network unreachable"
+            default: return "\(io)"
+            }
+        }
+        if error is ChannelError, case .connectTimeout = error as! ChannelError { return "connection timed out" }
+        if let multiple = error as? NIOConnectionError, let first = multiple.connectionErrors.first {
+            return describe(first.error)
+        }
+        return "\(error)"
+    }
+}

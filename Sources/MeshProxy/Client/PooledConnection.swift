@@ -1,0 +1,19 @@
+// A connection to an endpoint, owned by that endpoint's pool and lent to one exchange at a time,
+// always on its own event loop.
+
+import NIOCore
+
+final class PooledConnection: Sendable {
+    let id: Int
+    let channel: any Channel
+    /// The connection's handler; only touched on `channel.eventLoop`.
+    let handler: NIOLoopBound<UpstreamHandler>
+
+    init(id: Int, channel: any Channel, handler: UpstreamHandler) {
+        self.id = id
+        self.channel = channel
+        self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+    }
+
+    var eventLoop: any EventLoop { channel.eventLoop }
+}

@@ -1,0 +1,146 @@
+// The end of a pooled connection to an endpoint: passes the response of the exchange currently
+// using the connection to that exchange, holds reads back while the client cannot take more,
+// and tells the pool when an idle connection dies.
+
+import NIOCore
+import NIOHTTP1
+
+/// The side of an exchange that consumes an upstream response. Loop-confined.
+protocol UpstreamResponseReceiver: AnyObject {
+    func upstreamReceived(head: HTTPResponseHead)
+    func upstreamReceived(body: ByteBuffer)
+    func upstreamReceived(end: HTTPHeaders?)
+    /// The end of a batch of reads: the moment to flush what was forwarded.
+    func upstreamReadComplete()
+    func upstreamFailed(_ error: any Error)
+    func upstreamWritabilityChanged(isWritable: Bool)
+    /// Whether the client can take more bytes; reads from the upstream wait while it cannot.
+    var downstreamIsWritable: Bool { get }
+}
+
+final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    /// The exchange using the connection; nil while the connection is idle in the pool.
+    private var receiver: UpstreamResponseReceiver?
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+    /// Whether the current response's head said the connection may be reused.
+    private(set) var responseKeepAlive = true
+    /// Whether any part of the current response has arrived.
+    private(set) var responseStarted = false
+    /// Exchanges this connection has carried, including the current one.
+    private(set) var exchanges = 0
+    /// Called when the connection closes or fails while idle (no exchange attached).
+    var onIdleClose: (() -> Void)?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    var isActive: Bool { context?.channel.isActive ?? false }
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    /// Starts an exchange on this connection.
+    func attach(_ receiver: UpstreamResponseReceiver) {
+        self.receiver = receiver
+        responseKeepAlive = true
+        responseStarted = false
+        exchanges += 1
+    }
+
+    /// Ends the exchange; the connection goes back to the pool or closes.
+    func detach() {
+        receiver = nil
+        resumeReading()
+    }
+
+    func send(_ part: HTTPClientRequestPart) {
+        context?.write(wrapOutboundOut(part), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    func close() {
+        context?.close(promise: nil)
+    }
+
+    /// Lets a held-back read through (the client became writable again).
+    func resumeReading() {
+        guard readPending, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        guard let receiver else {
+            // An idle connection has nothing to say; a response nobody asked for poisons it.
+            context.close(promise: nil)
+            return
+        }
+        responseStarted = true
+        switch part {
+        case .head(let head):
+            if head.status.code >= 200 || head.status.code == 101 { responseKeepAlive = head.isKeepAlive }
+            receiver.upstreamReceived(head: head)
+        case .body(let body):
+            receiver.upstreamReceived(body: body)
+        case .end(let trailers):
+            receiver.upstreamReceived(end: trailers)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        receiver?.upstreamReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let receiver {
+            self.receiver = nil
+            receiver.upstreamFailed(UpstreamClosed())
+        } else {
+            onIdleClose?()
+            onIdleClose = nil
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let receiver {
+            self.receiver = nil
+            receiver.upstreamFailed(error)
+        }
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        receiver?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: outbound
+
+    func read(context: ChannelHandlerContext) {
+        if let receiver, !receiver.downstreamIsWritable {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+}
+
+/// The upstream closed the connection before the response was complete.
+struct UpstreamClosed: Error, CustomStringConvertible {
+    var description: String { "the upstream closed the connection" }
+}

@@ -1,0 +1,64 @@
+// A router's listener: accepts connections and gives each the HTTP/1.1 codec, NIO's pipelining
+// handler and a `ProxyServerHandler`. Shutting down stops accepting and lets open connections
+// finish the request in progress (NIO's quiescing: idle connections close at once, busy ones
+// after their response).
+
+import MeshConfig
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+
+final class HTTPListener: Sendable {
+    let context: ListenerContext
+    let channel: any Channel
+    private let quiescing: ServerQuiescingHelper
+
+    private init(context: ListenerContext, channel: any Channel, quiescing: ServerQuiescingHelper) {
+        self.context = context
+        self.channel = channel
+        self.quiescing = quiescing
+    }
+
+    /// The address actually bound (the port is chosen by the system for port 0).
+    var boundAddress: SocketAddress? { channel.localAddress }
+
+    static func bind(context: ListenerContext, group: any EventLoopGroup) async throws -> HTTPListener {
+        let quiescing = ServerQuiescingHelper(group: group)
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        // Exact limits are checked on the decoded head (414 vs 431); these only bound memory.
+        decoderLimits.maxHeaderFieldSize = 64 * 1024
+        decoderLimits.maxHeaderListSize = 64 * 1024 + context.limits.maxHeaderBytes
+        let limits = decoderLimits
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true,
+                        withErrorHandling: false,
+                        withEncoderConfiguration: .init(),
+                        withDecoderLimitConfiguration: limits
+                    )
+                    try channel.pipeline.syncOperations.addHandler(ProxyServerHandler(listener: context))
+                }
+            }
+            .bind(host: context.config.ip, port: context.config.port)
+            .get()
+        return HTTPListener(context: context, channel: channel, quiescing: quiescing)
+    }
+
+    /// Stops accepting; completes when every connection has closed.
+    func quiesce() -> EventLoopFuture<Void> {
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        quiescing.initiateShutdown(promise: promise)
+        return promise.futureResult
+    }
+}

@@ -1,0 +1,40 @@
+// What every connection accepted by one listener shares: its router, its limits and counters.
+
+import MeshConfig
+import MeshTelemetry
+import Synchronization
+
+final class ListenerContext: Sendable {
+    let router: Router
+    let config: ServerConfig
+    let limits: RequestLimits
+    let metrics: ServerMetrics
+    /// Requests being served on this listener (for `maxConcurrentRequests`).
+    private let inFlight = Atomic<Int>(0)
+
+    init(router: Router, config: ServerConfig, limits: RequestLimits, metrics: ServerMetrics) {
+        self.router = router
+        self.config = config
+        self.limits = limits
+        self.metrics = metrics
+    }
+
+    /// Takes a request slot; false when `maxConcurrentRequests` are already being served.
+    func tryStartRequest() -> Bool {
+        guard let limit = config.maxConcurrentRequests else {
+            inFlight.add(1, ordering: .relaxed)
+            return true
+        }
+        while true {
+            let current = inFlight.load(ordering: .relaxed)
+            if current >= limit { return false }
+            if inFlight.compareExchange(expected: current, desired: current + 1, ordering: .relaxed).exchanged { return true }
+        }
+    }
+
+    func requestFinished() {
+        inFlight.subtract(1, ordering: .relaxed)
+    }
+
+    var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
+}

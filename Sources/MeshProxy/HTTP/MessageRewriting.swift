@@ -1,0 +1,100 @@
+// The heads meshd sends on: the request to the upstream (origin-form target, hop-by-hop headers
+// gone, framing made explicit, routing headers added) and the response to the client
+// (hop-by-hop headers gone, `Via`, and the connection's fate).
+
+import MeshCore
+import MeshDiscovery
+import NIOHTTP1
+
+enum MessageRewriting {
+    /// Splits an absolute-form target (`http://host:port/path?q`, as `http_proxy` clients send)
+    /// into its authority and origin-form target. Nil for origin-form targets.
+    static func absoluteForm(_ uri: String) -> (authority: String, target: String)? {
+        let lowered = uri.prefix(8).lowercased()
+        let schemeLength: Int
+        if lowered.hasPrefix("http://") {
+            schemeLength = 7
+        } else if lowered.hasPrefix("https://") {
+            schemeLength = 8
+        } else {
+            return nil
+        }
+        let rest = uri.dropFirst(schemeLength)
+        let end = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        var authority = rest[..<end]
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        var target = String(rest[end...])
+        if target.isEmpty || target.hasPrefix("?") { target = "/" + target }
+        return (String(authority), target)
+    }
+
+    /// The request to send upstream.
+    static func upstreamRequest(
+        from head: HTTPRequestHead,
+        target: String,
+        framing: HeaderRules.RequestFraming,
+        service: Path,
+        bound: BoundName,
+        requestID: String,
+        clearContext: Bool
+    ) -> HTTPRequestHead {
+        var headers = head.headers
+        HeaderRules.removeHopByHop(&headers)
+        if clearContext { removeL5dHeaders(&headers) }
+        switch framing {
+        case .chunked:
+            headers.add(name: "transfer-encoding", value: "chunked")
+        case .contentLength:
+            break
+        case .none:
+            headers.remove(name: "content-length")
+            if head.method == .POST || head.method == .PUT || head.method == .PATCH {
+                headers.add(name: "content-length", value: "0")
+            }
+        }
+        HeaderRules.appendVia(&headers)
+        headers.replaceOrAdd(name: "l5d-dst-service", value: service.description)
+        headers.replaceOrAdd(name: "l5d-dst-client", value: bound.id.description)
+        if bound.residual.isEmpty {
+            headers.remove(name: "l5d-dst-residual")
+        } else {
+            headers.replaceOrAdd(name: "l5d-dst-residual", value: bound.residual.description)
+        }
+        headers.replaceOrAdd(name: "l5d-reqid", value: requestID)
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: target, headers: headers)
+    }
+
+    /// The response to send to the client.
+    static func downstreamResponse(from head: HTTPResponseHead, clientVersion: HTTPVersion, keepAlive: Bool, clearContext: Bool) -> HTTPResponseHead {
+        var headers = head.headers
+        HeaderRules.removeHopByHop(&headers)
+        if clearContext { removeL5dHeaders(&headers) }
+        HeaderRules.appendVia(&headers)
+        if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        } else if clientVersion.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        return HTTPResponseHead(version: clientVersion.minor == 0 ? .http1_0 : .http1_1, status: head.status, headers: headers)
+    }
+
+    /// A 1xx response passed on to the client.
+    static func informationalResponse(from head: HTTPResponseHead) -> HTTPResponseHead {
+        var headers = head.headers
+        HeaderRules.removeHopByHop(&headers)
+        return HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)
+    }
+
+    /// Removes every `l5d-*` header (for listeners facing untrusted clients).
+    static func removeL5dHeaders(_ headers: inout HTTPHeaders) {
+        let names = Set(headers.map(\.name).filter { $0.utf8.count >= 4 && $0.lowercased().hasPrefix("l5d-") })
+        for name in names { headers.remove(name: name) }
+    }
+
+    /// 16 hex digits.
+    static func requestID(_ random: inout SplitMix64) -> String {
+        let value = random.next()
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

@@ -1,0 +1,274 @@
+// The client side of every proxied request. One handler per accepted connection, after NIO's
+// HTTP/1.1 decoder and pipelining handler, so requests arrive one at a time and in order.
+//
+// For each request: check the head (framing, limits, loops), name it (identifiers), route it
+// (dtab, namers, client, balancer) and hand it to an `Exchange`, which streams it to a pooled
+// upstream connection and the response back. Requests meshd cannot route get a response of its
+// own with `l5d-err`. Reads from the client pause while the upstream cannot take more, and flushes
+// happen once per read batch.
+
+import MeshCore
+import MeshDiscovery
+import NIOCore
+import NIOHTTP1
+
+final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let listener: ListenerContext
+    var random: SplitMix64
+    private(set) var context: ChannelHandlerContext?
+    private var exchange: Exchange?
+    /// Dropping the rest of a request that was already answered.
+    private var discarding = false
+    private var readPending = false
+    /// The connection closes after the current response.
+    private(set) var closing = false
+
+    init(listener: ListenerContext) {
+        self.listener = listener
+        var seed = SystemRandomNumberGenerator()
+        self.random = SplitMix64(seed: seed.next())
+    }
+
+    // MARK: lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        listener.metrics.connections.increment()
+        listener.metrics.connectionsOpen.increment()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        listener.metrics.connectionsOpen.decrement()
+        exchange?.downstreamClosed()
+        exchange = nil
+        context.fireChannelInactive()
+    }
+
+    // MARK: inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            startRequest(head, context: context)
+        case .body(let body):
+            exchange?.requestBody(body)
+        case .end(let trailers):
+            if let exchange {
+                exchange.requestEnd(trailers)
+            } else {
+                discarding = false
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.flushUpstream()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { exchange?.downstreamBecameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Decoder errors: the request is malformed and the byte stream cannot be trusted any more.
+        let proxyError = DecoderErrorText.proxyError(for: error)
+        if let exchange {
+            self.exchange = nil
+            exchange.abort(respondingWith: proxyError)
+        } else if !discarding {
+            listener.router.metrics.requests.increment()
+            respond(proxyError, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
+        }
+        closing = true
+        context.close(promise: nil)
+    }
+
+    // MARK: outbound
+
+    func read(context: ChannelHandlerContext) {
+        if exchange?.holdsClientReads == true {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func resumeReads() {
+        guard readPending, let context else { return }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: requests
+
+    private func startRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let start = NIODeadline.now().uptimeNanoseconds
+        let router = listener.router
+        router.metrics.requests.increment()
+        guard listener.tryStartRequest() else {
+            reject(ProxyError(.tooManyRequests, "listener \(listener.config.address) is serving its maxConcurrentRequests (\(listener.config.maxConcurrentRequests ?? 0))", retryable: true), head: head, start: start, counted: false)
+            return
+        }
+        let framing: HeaderRules.RequestFraming
+        switch RequestValidator.validate(head, limits: listener.limits) {
+        case .failure(let error):
+            // The head cannot be trusted to frame what follows: answer and close.
+            closing = true
+            reject(error, head: head, start: start, counted: true)
+            return
+        case .success(let validated):
+            framing = validated
+        }
+        if head.method == .CONNECT {
+            reject(ProxyError(.unsupportedMethod, "CONNECT is not supported; send plain HTTP requests (http_proxy) to meshd"), head: head, start: start, counted: true)
+            return
+        }
+        var routedHead = head
+        var target = head.uri
+        if let absolute = MessageRewriting.absoluteForm(head.uri) {
+            target = absolute.target
+            routedHead.headers.replaceOrAdd(name: "host", value: absolute.authority)
+        }
+        if listener.config.clearContext { MessageRewriting.removeL5dHeaders(&routedHead.headers) }
+        let identification: Identification
+        switch router.identifier.identify(routedHead, uri: target) {
+        case .failure(let error):
+            reject(error, head: head, start: start, counted: true)
+            return
+        case .success(let identified):
+            identification = identified
+        }
+        switch router.route(identification.name, random: &random) {
+        case .failure(let error):
+            reject(error, head: head, start: start, counted: true)
+        case .success(let (bound, client)):
+            let upstreamHead = MessageRewriting.upstreamRequest(
+                from: routedHead, target: identification.uri ?? target, framing: framing, service: identification.name,
+                bound: bound, requestID: MessageRewriting.requestID(&random), clearContext: listener.config.clearContext
+            )
+            let exchange = Exchange(
+                handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, client: client, start: start
+            )
+            self.exchange = exchange
+            exchange.start()
+        }
+    }
+
+    /// Answers a request meshd will not forward, and drops its body.
+    private func reject(_ error: ProxyError, head: HTTPRequestHead, start: UInt64, counted: Bool) {
+        if counted { listener.requestFinished() }
+        listener.router.countError(error)
+        // A client waiting for 100 Continue will not send its body: close instead of waiting for it.
+        if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) { closing = true }
+        discarding = true
+        respond(error, version: head.version, keepAlive: head.isKeepAlive && !closing, start: start)
+    }
+
+    /// Writes a response made by meshd: status, `l5d-err`, and the reason as a one-line body.
+    func respond(_ error: ProxyError, version: HTTPVersion, keepAlive: Bool, start: UInt64) {
+        guard let context else { return }
+        let body = error.message + "\n"
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        headers.add(name: "l5d-err", value: error.headerValue)
+        if error.retryable { headers.add(name: "l5d-retryable", value: "true") }
+        headers.add(name: "via", value: HeaderRules.viaToken)
+        if !keepAlive {
+            closing = true
+            headers.add(name: "connection", value: "close")
+        }
+        let head = HTTPResponseHead(version: version.minor == 0 ? .http1_0 : .http1_1, status: error.status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        let router = listener.router
+        router.metrics.responded(status: Int(error.status.code), nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds &- start))
+        endResponse(context: context)
+    }
+
+    // MARK: used by the exchange
+
+    func write(_ part: HTTPServerResponsePart) {
+        context?.write(wrapOutboundOut(part), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    /// The exchange ended; the response is complete (or abandoned).
+    func exchangeFinished(_ finished: Exchange, closeConnection: Bool, requestEnded: Bool) {
+        guard exchange === finished else { return }
+        exchange = nil
+        if closeConnection { closing = true }
+        if !requestEnded { discarding = true }
+        resumeReads()
+    }
+
+    /// Writes the end of a response and closes the connection when it is marked closing.
+    func endResponse(context: ChannelHandlerContext, trailers: HTTPHeaders? = nil) {
+        if closing {
+            let loopBound = context.loopBound
+            context.writeAndFlush(wrapOutboundOut(.end(trailers))).whenComplete { _ in
+                loopBound.value.close(promise: nil)
+            }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+        }
+    }
+
+    func markClosing() {
+        closing = true
+    }
+
+    /// Breaks the connection: the response cannot be completed properly.
+    func abortConnection() {
+        closing = true
+        context?.close(promise: nil)
+    }
+}
+
+/// What the HTTP/1.1 decoder's errors mean for the client.
+enum DecoderErrorText {
+    static func proxyError(for error: any Error) -> ProxyError {
+        if let parser = error as? HTTPParserError {
+            switch parser {
+            case .headerOverflow:
+                return ProxyError(.headersTooLarge, "request head is too large")
+            case .invalidHeaderToken:
+                return ProxyError(.badRequest, "malformed header (invalid character, obs-fold or bad name)")
+            case .unexpectedContentLength, .invalidContentLength:
+                return ProxyError(.badRequest, "invalid or conflicting Content-Length")
+            case .invalidChunkSize:
+                return ProxyError(.badRequest, "invalid chunk size in a chunked body")
+            case .invalidMethod:
+                return ProxyError(.badRequest, "invalid method")
+            case .invalidURL:
+                return ProxyError(.badRequest, "invalid request target")
+            case .invalidVersion:
+                return ProxyError(.badRequest, "unsupported HTTP version")
+            case .lfExpected, .strictModeAssertion:
+                return ProxyError(.badRequest, "malformed request (bare CR or missing LF)")
+            default:
+                return ProxyError(.badRequest, "malformed request: \(parser)")
+            }
+        }
+        return ProxyError(.badRequest, "malformed request: \(error)")
+    }
+}

@@ -1,0 +1,151 @@
+// The data plane built from one config: namers and their watchers, routers, and their listeners.
+// `start()` reads discovery once and binds every listener (a port in use is a config error that
+// names the server's line); `shutdown(grace:)` stops accepting, lets in-flight requests finish
+// for up to the grace period, and closes what is left.
+
+import Logging
+import MeshConfig
+import MeshCore
+import MeshDiscovery
+import MeshTelemetry
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class Linker: Sendable {
+    public let config: MeshdConfig
+    public let metrics: MeshMetrics
+    public let routers: [Router]
+    public let namers: NamerSet
+    private let fsNamers: [FsNamer]
+    private let watchers: [DirectoryWatcher]
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let listeners = NIOLockedValueBox<[HTTPListener]>([])
+    private let ready = NIOLockedValueBox(false)
+
+    public init(config: MeshdConfig, group: any EventLoopGroup, metrics: MeshMetrics, logger: Logger) {
+        self.config = config
+        self.group = group
+        self.metrics = metrics
+        self.logger = logger
+        var fsNamers: [FsNamer] = []
+        var watchers: [DirectoryWatcher] = []
+        var namers: [any Namer] = []
+        for namerConfig in config.namers {
+            switch namerConfig {
+            case .fs(let fs):
+                let namer = FsNamer(prefix: fs.prefix, rootDir: fs.rootDir, logger: logger, metrics: metrics.discovery)
+                fsNamers.append(namer)
+                namers.append(namer)
+                watchers.append(DirectoryWatcher(directory: fs.rootDir, logger: logger) { namer.rescan() })
+            }
+        }
+        self.fsNamers = fsNamers
+        self.watchers = watchers
+        let namerSet = NamerSet(configured: namers)
+        self.namers = namerSet
+        self.routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics) }
+    }
+
+    /// Whether listeners are bound and discovery has answered once.
+    public var isReady: Bool { ready.withLockedValue { $0 } }
+
+    /// The bound listen addresses, by router label (ports chosen by the system show here).
+    public var listenAddresses: [(router: String, address: SocketAddress)] {
+        listeners.withLockedValue { listeners in
+            listeners.compactMap { listener in listener.boundAddress.map { (listener.context.router.label, $0) } }
+        }
+    }
+
+    /// Reads discovery, binds every listener. Throws `ConfigErrors` for listeners that cannot bind.
+    public func start() async throws {
+        for namer in fsNamers { namer.rescan() }
+        for watcher in watchers { watcher.start() }
+        var bound: [HTTPListener] = []
+        var errors: [ConfigError] = []
+        for router in routers {
+            for (index, server) in router.config.servers.enumerated() {
+                let context = ListenerContext(
+                    router: router, config: server, limits: router.limitsByServer[index],
+                    metrics: metrics.server(router: router.label, server: server.address)
+                )
+                do {
+                    let listener = try await HTTPListener.bind(context: context, group: group)
+                    bound.append(listener)
+                    logger.info("listening", metadata: [LogKeys.router: "\(router.label)", LogKeys.address: "\(listener.boundAddress.map { "\($0)" } ?? server.address)"])
+                } catch {
+                    errors.append(server.origin.error("cannot listen on \(server.address): \(BindErrorText.describe(error))"))
+                }
+            }
+        }
+        listeners.withLockedValue { $0 = bound }
+        if !errors.isEmpty {
+            await closeListeners()
+            throw ConfigErrors(errors)
+        }
+        ready.withLockedValue { $0 = true }
+    }
+
+    /// Stops accepting, waits up to `grace` for in-flight requests, then closes everything.
+    public func shutdown(grace: Duration) async {
+        ready.withLockedValue { $0 = false }
+        let all = listeners.withLockedValue { $0 }
+        let inFlight = all.reduce(0) { $0 + $1.context.requestsInFlight }
+        logger.info("draining", metadata: [LogKeys.inFlight: "\(inFlight)", LogKeys.graceMs: "\(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000)"])
+        let drained = all.map { $0.quiesce() }
+        let deadline = ContinuousClock.now + grace
+        for future in drained {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { break }
+            _ = try? await withTimeout(remaining) { try await future.get() }
+        }
+        await closeListeners()
+        for watcher in watchers { watcher.stop() }
+        for router in routers { router.close() }
+    }
+
+    private func closeListeners() async {
+        let all = listeners.withLockedValue { listeners -> [HTTPListener] in
+            defer { listeners = [] }
+            return listeners
+        }
+        for listener in all { try? await listener.channel.close() }
+    }
+
+    /// What the namers know, for the admin port.
+    public func namerStates() -> [NamerState] {
+        namers.configured.map { $0.state() }
+    }
+}
+
+/// Runs `body`, giving up after `timeout`.
+func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else { throw CancellationError() }
+        return value
+    }
+}
+
+enum BindErrorText {
+    static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError {
+            switch io.errnoCode {
+            case EADDRINUSE: return "the address is already in use (another process, or another listener in this config)"
+            case EACCES: return "permission denied (ports below 1024 need privileges)"
+            case EADDRNOTAVAIL: return "the address is not available on this host"
+            default: return "\(io)"
+            }
+        }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,25 @@
+// Every metadata key meshd logs under, in one place, so that log queries can rely on them.
+
+public enum LogKeys {
+    public static let router = "meshd.router"
+    public static let server = "meshd.server"
+    public static let client = "meshd.client"
+    public static let endpoint = "meshd.endpoint"
+    public static let namer = "meshd.namer"
+    public static let name = "meshd.name"
+    public static let path = "meshd.path"
+    public static let file = "meshd.file"
+    public static let line = "meshd.line"
+    public static let text = "meshd.text"
+    public static let reason = "meshd.reason"
+    public static let error = "meshd.error"
+    public static let rootDir = "meshd.root_dir"
+    public static let endpoints = "meshd.endpoints"
+    public static let address = "meshd.address"
+    public static let config = "meshd.config"
+    public static let version = "meshd.version"
+    public static let signal = "meshd.signal"
+    public static let inFlight = "meshd.in_flight"
+    public static let graceMs = "meshd.grace_ms"
+    public static let mode = "meshd.mode"
+}

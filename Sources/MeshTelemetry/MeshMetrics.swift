@@ -1,0 +1,188 @@
+// The metric registry and the names of every series meshd exports. Names follow Prometheus
+// conventions (`_total` counters, `_seconds` histograms with `_bucket` series) and carry the
+// router, client (bound name) and endpoint as labels. Hot-path handles (counters, histograms)
+// are created once per router, client and endpoint and kept by their owners; a request only
+// touches atomics and one short histogram lock per level.
+
+import MeshCore
+import Prometheus
+
+public final class MeshMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+
+    /// Latency buckets, 0.5 ms to 30 s.
+    static let latencyBuckets: [Duration] = [
+        .microseconds(500), .milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10),
+        .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+    ]
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+    }
+
+    public func router(_ router: String) -> RequestMetrics {
+        RequestMetrics(registry: registry, scope: "router", labels: [("router", router)])
+    }
+
+    public func client(router: String, client: String) -> RequestMetrics {
+        RequestMetrics(registry: registry, scope: "client", labels: [("router", router), ("client", client)])
+    }
+
+    public func endpoint(router: String, client: String, endpoint: String) -> RequestMetrics {
+        RequestMetrics(registry: registry, scope: "endpoint", labels: [("router", router), ("client", client), ("endpoint", endpoint)])
+    }
+
+    public func server(router: String, server: String) -> ServerMetrics {
+        ServerMetrics(registry: registry, labels: [("router", router), ("server", server)])
+    }
+
+    public func pool(router: String, client: String, endpoint: String) -> PoolMetrics {
+        PoolMetrics(registry: registry, labels: [("router", router), ("client", client), ("endpoint", endpoint)])
+    }
+
+    /// A proxy-made error response (the `l5d-err` responses), by router and reason.
+    public func proxyError(router: String, reason: String) -> Counter {
+        registry.makeCounter(descriptor: .init(metricName: "meshd_router_errors_total", unitName: "", helpText: "Responses meshd made itself (with l5d-err), by reason."), labels: [("router", router), ("reason", reason)])
+    }
+
+    public func clientEndpoints(router: String, client: String) -> Gauge {
+        registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints", unitName: "", helpText: "Endpoints known for a client (bound name)."), labels: [("router", router), ("client", client)])
+    }
+
+    public var discovery: DiscoveryMetrics { DiscoveryMetrics(registry: registry) }
+
+    /// The Prometheus text exposition, with `prefix` prepended to every metric name.
+    public func prometheusText(prefix: String = "") -> String {
+        let text = registry.emitToString()
+        guard !prefix.isEmpty else { return text }
+        var out = ""
+        out.reserveCapacity(text.utf8.count + 64)
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE ") || line.hasPrefix("# HELP ") {
+                out += line.prefix(7) + prefix + line.dropFirst(7)
+            } else if !line.isEmpty && !line.hasPrefix("#") {
+                out += prefix + line
+            } else {
+                out += line
+            }
+            out += "\n"
+        }
+        return String(out.dropLast())
+    }
+
+    /// Every sample as `name{labels}` → value, in exposition order (for `/admin/metrics.json`).
+    public func samples() -> [(String, Double)] {
+        var out: [(String, Double)] = []
+        for line in registry.emitToString().split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            out.append((String(line[..<space]), value))
+        }
+        return out
+    }
+}
+
+/// Requests, responses by status class and latency, at one level (router, client or endpoint).
+public struct RequestMetrics: Sendable {
+    public let requests: Counter
+    @usableFromInline let responses: [Counter]
+    public let duration: DurationHistogram
+    private let registry: PrometheusCollectorRegistry
+
+    init(registry: PrometheusCollectorRegistry, scope: String, labels: [(String, String)]) {
+        self.registry = registry
+        requests = registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_requests_total", unitName: "", helpText: "Requests received, per \(scope)."), labels: labels)
+        responses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map {
+            registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_responses_total", unitName: "", helpText: "Responses sent, per \(scope) and status class."), labels: labels + [("class", $0)])
+        }
+        duration = registry.makeDurationHistogram(descriptor: .init(metricName: "meshd_\(scope)_request_duration_seconds", unitName: "", helpText: "Time from request to complete response, per \(scope)."), labels: labels, buckets: MeshMetrics.latencyBuckets)
+    }
+
+    /// A response with `status` was sent after `nanoseconds`.
+    @inlinable
+    public func responded(status: Int, nanoseconds: Int64) {
+        let index = min(max(status / 100, 1), 5) - 1
+        responses[index].increment()
+        duration.recordNanoseconds(nanoseconds)
+    }
+
+    /// Removes these series (an endpoint that discovery dropped).
+    public func unregister() {
+        registry.unregisterCounter(requests)
+        for counter in responses { registry.unregisterCounter(counter) }
+        registry.unregisterDurationHistogram(duration)
+    }
+}
+
+/// Connections of one listener.
+public struct ServerMetrics: Sendable {
+    public let connectionsOpen: Gauge
+    public let connections: Counter
+
+    init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+        connectionsOpen = registry.makeGauge(descriptor: .init(metricName: "meshd_server_connections_open", unitName: "", helpText: "Connections open on a listener."), labels: labels)
+        connections = registry.makeCounter(descriptor: .init(metricName: "meshd_server_connections_total", unitName: "", helpText: "Connections accepted by a listener."), labels: labels)
+    }
+}
+
+/// The connection pool to one endpoint.
+public struct PoolMetrics: Sendable {
+    public let open: Gauge
+    public let idle: Gauge
+    public let waiters: Gauge
+    public let connects: Counter
+    public let connectFailures: Counter
+    public let rejected: Counter
+    private let registry: PrometheusCollectorRegistry
+
+    init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+        self.registry = registry
+        open = registry.makeGauge(descriptor: .init(metricName: "meshd_pool_connections", unitName: "", helpText: "Connections open or opening to an endpoint."), labels: labels)
+        idle = registry.makeGauge(descriptor: .init(metricName: "meshd_pool_idle_connections", unitName: "", helpText: "Idle pooled connections to an endpoint."), labels: labels)
+        waiters = registry.makeGauge(descriptor: .init(metricName: "meshd_pool_waiters", unitName: "", helpText: "Requests waiting for a connection to an endpoint."), labels: labels)
+        connects = registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connects_total", unitName: "", helpText: "Connections opened to an endpoint."), labels: labels)
+        connectFailures = registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connect_failures_total", unitName: "", helpText: "Connection attempts to an endpoint that failed."), labels: labels)
+        rejected = registry.makeCounter(descriptor: .init(metricName: "meshd_pool_rejected_total", unitName: "", helpText: "Requests rejected because the pool and its queue were full."), labels: labels)
+    }
+
+    public func update(open: Int, idle: Int, waiters: Int) {
+        self.open.set(Int64(open))
+        self.idle.set(Int64(idle))
+        self.waiters.set(Int64(waiters))
+    }
+
+    public func unregister() {
+        registry.unregisterGauge(open)
+        registry.unregisterGauge(idle)
+        registry.unregisterGauge(waiters)
+        registry.unregisterCounter(connects)
+        registry.unregisterCounter(connectFailures)
+        registry.unregisterCounter(rejected)
+    }
+}
+
+/// What discovery backends report.
+public struct DiscoveryMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+
+    public init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+
+    /// Answers published for a name.
+    public func updates(namer: String, name: String) -> Counter {
+        registry.makeCounter(descriptor: .init(metricName: "meshd_discovery_updates_total", unitName: "", helpText: "Endpoint sets published by discovery, per name."), labels: [("namer", namer), ("name", name)])
+    }
+
+    /// Problems, by kind (`bad_line`, `directory_unreadable`, …).
+    public func errors(namer: String, name: String, kind: String) -> Counter {
+        registry.makeCounter(descriptor: .init(metricName: "meshd_discovery_errors_total", unitName: "", helpText: "Discovery problems, by kind."), labels: [("namer", namer), ("name", name), ("kind", kind)])
+    }
+
+    /// Endpoints currently known for a name.
+    public func endpoints(namer: String, name: String) -> Gauge {
+        registry.makeGauge(descriptor: .init(metricName: "meshd_discovery_endpoints", unitName: "", helpText: "Endpoints discovery currently knows for a name."), labels: [("namer", namer), ("name", name)])
+    }
+}
+
+/// The metric handle types, so that modules above need not import the Prometheus client.
+public typealias MetricCounter = Counter
+public typealias MetricGauge = Gauge

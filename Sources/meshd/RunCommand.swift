@@ -1,0 +1,98 @@
+// `meshd run`: load the config, start the data plane and the admin port, and run until SIGTERM,
+// SIGINT or `POST /admin/shutdown`; then drain in-flight requests for up to `shutdownGraceMs`.
+
+import ArgumentParser
+import Foundation
+import Logging
+import MeshAdmin
+import MeshConfig
+import MeshProxy
+import MeshTelemetry
+import Metrics
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run meshd (the default).")
+
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let logger = options.bootstrapLogging()
+        let path = options.configPath
+        let config: MeshdConfig
+        do {
+            config = try ConfigLoader.load(path: path)
+        } catch {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(1)
+        }
+        let metrics = MeshMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let linker = Linker(config: config, group: group, metrics: metrics, logger: logger)
+        let shutdown = ShutdownRequest()
+        let routes = AdminRoutes(linker: linker) { shutdown.request() }
+
+        let admin: AdminServer
+        do {
+            admin = try await AdminServer.start(config: config.admin, routes: routes, group: group)
+            try await linker.start()
+        } catch let error as ConfigErrors {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
+        logger.info("meshd ready", metadata: [
+            LogKeys.version: "\(MeshdVersion.string)", LogKeys.config: "\(path)",
+            LogKeys.address: "\(admin.boundAddress.map { "\($0)" } ?? "?")",
+        ])
+
+        let service = MeshdService(linker: linker, admin: admin, grace: .milliseconds(config.admin.shutdownGraceMs), shutdown: shutdown, logger: logger)
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await serviceGroup.run()
+        try await group.shutdownGracefully()
+        logger.info("meshd stopped")
+    }
+}
+
+/// Lets the admin port ask for a graceful shutdown.
+final class ShutdownRequest: Sendable {
+    let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func request() {
+        continuation.yield()
+    }
+}
+
+/// The running data plane and admin port, as one lifecycle service.
+struct MeshdService: Service {
+    let linker: Linker
+    let admin: AdminServer
+    let grace: Duration
+    let shutdown: ShutdownRequest
+    let logger: Logger
+
+    func run() async throws {
+        // Runs until a shutdown signal (graceful shutdown ends the loop) or an admin request.
+        for await _ in shutdown.stream.cancelOnGracefulShutdown() {
+            logger.info("shutdown requested on the admin port")
+            break
+        }
+        await linker.shutdown(grace: grace)
+        await admin.close()
+    }
+}
