@@ -92,7 +92,9 @@ let package = Package(
         ),
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "MeshTestSupport"]),
         .testTarget(name: "MeshConfigTests", dependencies: ["MeshConfig", "MeshCore"]),
-        .testTarget(name: "MeshTelemetryTests", dependencies: ["MeshTelemetry"]),
-        .testTarget(name: "MeshDiscoveryTests", dependencies: ["MeshDiscovery", "MeshCore", "MeshTestSupport"] + nio),
+        .testTarget(name: "MeshTelemetryTests", dependencies: ["MeshTelemetry", "MeshCore"]),
+        .testTarget(name: "MeshDiscoveryTests", dependencies: [
+            "MeshDiscovery", "MeshCore", "MeshTelemetry", "MeshTestSupport", .product(name: "Logging", package: "swift-log"),
+        ] + nio),
     ]
 )

@@ -27,9 +27,11 @@ public struct AdminRoutes: Sendable {
     let linker: Linker
     let prometheusPaths: [String: String]
     let requestShutdown: @Sendable () -> Void
+    let adminAddress: @Sendable () -> String
 
-    public init(linker: Linker, requestShutdown: @escaping @Sendable () -> Void) {
+    public init(linker: Linker, adminAddress: @escaping @Sendable () -> String, requestShutdown: @escaping @Sendable () -> Void) {
         self.linker = linker
+        self.adminAddress = adminAddress
         self.requestShutdown = requestShutdown
         var paths = ["/admin/metrics/prometheus": ""]
         for telemeter in linker.config.telemetry {
@@ -40,7 +42,7 @@ public struct AdminRoutes: Sendable {
 
     static let index = [
         "/admin/ping", "/admin/ready", "/admin/metrics/prometheus", "/admin/metrics.json", "/config.json",
-        "/client_state.json", "/namer_state/<kind>.json", "/admin/shutdown (POST)",
+        "/admin/listeners.json", "/client_state.json", "/namer_state/<kind>.json", "/admin/shutdown (POST)",
     ]
 
     /// Answers `method path?query`.
@@ -61,6 +63,16 @@ public struct AdminRoutes: Sendable {
         case "/admin/metrics.json":
             let pretty = query.split(separator: "&").contains("pretty=1")
             return .json(.object(linker.metrics.samples().map { ($0.0, .double($0.1)) }), pretty: pretty)
+        case "/admin/listeners.json":
+            var routers: [(String, JSONValue)] = []
+            for (router, address) in linker.listenAddresses {
+                if let index = routers.firstIndex(where: { $0.0 == router }), case .array(let list) = routers[index].1 {
+                    routers[index].1 = .array(list + [.string(address)])
+                } else {
+                    routers.append((router, .array([.string(address)])))
+                }
+            }
+            return .json(.object([("admin", .string(adminAddress())), ("routers", .object(routers))]))
         case "/client_state.json":
             return .json(clientState())
         case "/admin/shutdown":

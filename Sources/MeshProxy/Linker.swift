@@ -55,9 +55,9 @@ public final class Linker: Sendable {
     public var isReady: Bool { ready.withLockedValue { $0 } }
 
     /// The bound listen addresses, by router label (ports chosen by the system show here).
-    public var listenAddresses: [(router: String, address: SocketAddress)] {
+    public var listenAddresses: [(router: String, address: String)] {
         listeners.withLockedValue { listeners in
-            listeners.compactMap { listener in listener.boundAddress.map { (listener.context.router.label, $0) } }
+            listeners.compactMap { listener in listener.boundAddress.map { (listener.context.router.label, AddressText.describe($0)) } }
         }
     }
 
@@ -76,7 +76,7 @@ public final class Linker: Sendable {
                 do {
                     let listener = try await HTTPListener.bind(context: context, group: group)
                     bound.append(listener)
-                    logger.info("listening", metadata: [LogKeys.router: "\(router.label)", LogKeys.address: "\(listener.boundAddress.map { "\($0)" } ?? server.address)"])
+                    logger.info("listening", metadata: [LogKeys.router: "\(router.label)", LogKeys.address: "\(listener.boundAddress.map(AddressText.describe) ?? server.address)"])
                 } catch {
                     errors.append(server.origin.error("cannot listen on \(server.address): \(BindErrorText.describe(error))"))
                 }
@@ -147,5 +147,14 @@ enum BindErrorText {
             }
         }
         return "\(error)"
+    }
+}
+
+/// `127.0.0.1:4140` or `[::1]:4140`.
+public enum AddressText {
+    public static func describe(_ address: SocketAddress) -> String {
+        let ip = address.ipAddress ?? "?"
+        let port = address.port ?? 0
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }

@@ -16,6 +16,7 @@ public enum LogKeys {
     public static let rootDir = "meshd.root_dir"
     public static let endpoints = "meshd.endpoints"
     public static let address = "meshd.address"
+    public static let admin = "meshd.admin"
     public static let config = "meshd.config"
     public static let version = "meshd.version"
     public static let signal = "meshd.signal"

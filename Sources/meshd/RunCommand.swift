@@ -9,6 +9,7 @@ import MeshConfig
 import MeshProxy
 import MeshTelemetry
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Prometheus
@@ -34,11 +35,13 @@ struct RunCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let linker = Linker(config: config, group: group, metrics: metrics, logger: logger)
         let shutdown = ShutdownRequest()
-        let routes = AdminRoutes(linker: linker) { shutdown.request() }
+        let adminAddress = NIOLockedValueBox("")
+        let routes = AdminRoutes(linker: linker, adminAddress: { adminAddress.withLockedValue { $0 } }) { shutdown.request() }
 
         let admin: AdminServer
         do {
             admin = try await AdminServer.start(config: config.admin, routes: routes, group: group)
+            adminAddress.withLockedValue { $0 = admin.boundAddress.map(AddressText.describe) ?? "" }
             try await linker.start()
         } catch let error as ConfigErrors {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
@@ -47,7 +50,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         logger.info("meshd ready", metadata: [
             LogKeys.version: "\(MeshdVersion.string)", LogKeys.config: "\(path)",
-            LogKeys.address: "\(admin.boundAddress.map { "\($0)" } ?? "?")",
+            LogKeys.admin: "\(adminAddress.withLockedValue { $0 })",
         ])
 
         let service = MeshdService(linker: linker, admin: admin, grace: .milliseconds(config.admin.shutdownGraceMs), shutdown: shutdown, logger: logger)

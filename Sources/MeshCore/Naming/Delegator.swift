@@ -68,6 +68,7 @@ public struct Delegator<Bound> {
         case .leaf(.bound(let bound)):
             return .leaf(bound)
         case .leaf(.path(let path)):
+            // Finagle counts the trees produced, failing once a chain has needed more than maxDepth lookups.
             guard depth < maxDepth else { throw .maxDepthExceeded(path: path, maxDepth: maxDepth) }
             return try bind(lookup(path), depth: depth + 1)
         case .neg: return .neg

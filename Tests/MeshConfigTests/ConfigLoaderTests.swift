@@ -1,0 +1,188 @@
+import MeshConfig
+import MeshCore
+import Testing
+
+@Suite struct ConfigLoaderTests {
+    func errors(_ yaml: String) -> [ConfigError] {
+        do {
+            _ = try ConfigLoader.parse(yaml, file: "t.yaml")
+            return []
+        } catch {
+            return error.errors
+        }
+    }
+
+    @Test func minimalConfigGetsLinkerdDefaults() throws {
+        let config = try ConfigLoader.parse("routers:\n- protocol: http\n  servers:\n  - {}\n", file: "t.yaml")
+        #expect(config.admin.ip == "127.0.0.1")
+        #expect(config.admin.port == 9990)
+        #expect(config.admin.shutdownGraceMs == 10_000)
+        let router = config.routers[0]
+        #expect(router.label == "http")
+        #expect(router.dstPrefix == Path("svc"))
+        #expect(router.identifiers == [.headerToken(header: "Host")])
+        #expect(router.servers[0].ip == "127.0.0.1")
+        #expect(router.servers[0].port == 4140)
+        #expect(router.maxInitialLineKB == 4 && router.maxHeadersKB == 8)
+        #expect(router.client.hostConnectionPool.maxSize == 2_147_483_647)
+        #expect(router.client.hostConnectionPool.maxWaiters == 2_147_483_647)
+        #expect(router.client.hostConnectionPool.minSize == 0)
+        #expect(router.client.hostConnectionPool.idleTimeMs == nil)
+        #expect(router.client.loadBalancer == .p2c(maxEffort: 5))
+        #expect(router.bindingCache.paths == 1000 && router.bindingCache.idleTtlSecs == 600)
+    }
+
+    @Test func configJSONCarriesTheDefaults() throws {
+        let config = try ConfigLoader.parse("routers:\n- protocol: http\n  servers:\n  - port: 4141\n", file: "t.yaml")
+        let json = config.json
+        #expect(json["admin"]?["port"] == .int(9990))
+        guard case .array(let routers)? = json["routers"] else { Issue.record("no routers"); return }
+        #expect(routers[0]["client"]?["hostConnectionPool"]?["maxWaiters"] == .int(2_147_483_647))
+        #expect(routers[0]["identifier"]?["kind"] == .string("io.l5d.header.token"))
+        #expect(json.serialized().contains("\"dstPrefix\":\"/svc\""))
+    }
+
+    @Test func unknownKeySuggestsTheRightOne() {
+        let found = errors("""
+            routers:
+            - protocol: http
+              servers:
+              - prot: 4140
+            """)
+        #expect(found.count == 1)
+        #expect(found[0].line == 4 && found[0].column == 5)
+        #expect(found[0].keyPath == "routers[0].servers[0].prot")
+        #expect(found[0].message.contains("did you mean 'port'?"))
+        #expect(found[0].description.hasPrefix("t.yaml:4:5: routers[0].servers[0].prot: unknown key 'prot'"))
+    }
+
+    @Test func everyProblemIsReportedAtOnce() {
+        let found = errors("""
+            admin:
+              port: http
+            namers:
+            - kind: io.l5d.fs
+            - kind: io.l5d.consul
+            routers:
+            - protocol: h2
+              servers: [{port: 4142}]
+            - protocol: http
+              dtab: /svc => ;
+              servers:
+              - port: 70000
+            """)
+        let paths = found.map(\.keyPath)
+        #expect(paths.contains("admin.port"))
+        #expect(paths.contains("namers[0].rootDir"))
+        #expect(paths.contains("namers[1].kind"))
+        #expect(paths.contains("routers[0].protocol"))
+        #expect(paths.contains("routers[1].dtab"))
+        #expect(paths.contains("routers[1].servers[0].port"))
+        #expect(found.count == 6)
+        let consul = found.first { $0.keyPath == "namers[1].kind" }!
+        #expect(consul.message.contains("Linkerd 1.x namer that meshd does not support"))
+        #expect(consul.message.contains("'io.l5d.fs'"))
+        #expect(consul.line == 5)
+        let h2 = found.first { $0.keyPath == "routers[0].protocol" }!
+        #expect(h2.message.contains("'h2'") && h2.message.contains("'http'"))
+    }
+
+    @Test func dtabErrorPointsIntoTheBlockScalar() {
+        let found = errors("""
+            routers:
+            - protocol: http
+              dtab: |
+                /svc => /#/io.l5d.fs;
+                /web => /svc/web &;
+              servers: [{}]
+            """)
+        #expect(found.count == 1)
+        #expect(found[0].keyPath == "routers[0].dtab")
+        #expect(found[0].line == 5)
+        #expect(found[0].column == 23)
+        #expect(found[0].message.contains("^"))
+    }
+
+    @Test func dtabErrorOnOneLinePointsAtTheColumn() {
+        let found = errors("routers:\n- protocol: http\n  dtab: /svc => /a &\n  servers: [{}]\n")
+        #expect(found.count == 1)
+        #expect(found[0].line == 3)
+        // Just past the trailing '&', where a tree was expected.
+        #expect(found[0].column == 21)
+    }
+
+    @Test func missingRoutersAndEmptyFile() {
+        #expect(errors("admin: {port: 9991}\n").map(\.keyPath) == ["routers"])
+        #expect(errors("").first?.message.contains("empty") == true)
+    }
+
+    @Test func wrongTypesSayWhatWasFound() {
+        let found = errors("routers:\n- protocol: http\n  servers: {port: 1}\n")
+        #expect(found.first?.message == "expected a list, found a mapping")
+    }
+
+    @Test func invalidYAMLGivesALine() {
+        let found = errors("routers:\n- protocol: http\n  servers: [\n")
+        #expect(found.count == 1)
+        #expect(found[0].line >= 3)
+        #expect(found[0].message.hasPrefix("invalid YAML"))
+    }
+
+    @Test func duplicateLabelsAndListenerConflicts() {
+        let found = errors("""
+            routers:
+            - protocol: http
+              servers: [{port: 4140}]
+            - protocol: http
+              servers: [{ip: 0.0.0.0, port: 4140}]
+            """)
+        #expect(found.contains { $0.message.contains("router label 'http' is already used") })
+        #expect(found.contains { $0.message.contains("conflicts with the listener") })
+    }
+
+    @Test func linkerdKeysMeshdDoesNotImplementAreNamed() {
+        let found = errors("""
+            routers:
+            - protocol: http
+              httpAccessLog: /tmp/x
+              servers:
+              - port: 4140
+                tls: {certPath: a, keyPath: b}
+            """)
+        #expect(found.count == 2)
+        #expect(found.allSatisfy { $0.message.contains("not supported by meshd") })
+    }
+
+    @Test func identifiersAsListAndEachKind() throws {
+        let config = try ConfigLoader.parse("""
+            routers:
+            - protocol: http
+              identifier:
+              - kind: io.l5d.path
+                segments: 2
+                consume: true
+              - kind: io.l5d.methodAndHost
+              - kind: io.l5d.header
+              - kind: io.l5d.static
+                path: /web
+              servers: [{}]
+            """, file: "t.yaml")
+        #expect(config.routers[0].identifiers == [
+            .path(segments: 2, consume: true), .methodAndHost(httpUriInDst: false), .headerPath(header: "l5d-name"), .staticPath(Path("web")),
+        ])
+    }
+
+    @Test func linkerdFailureAccrualExampleNamesWhatIsMissing() {
+        // Until failure accrual lands, its keys are reported, not ignored.
+        let found = errors("""
+            routers:
+            - protocol: http
+              client:
+                failureAccrual:
+                  kind: none
+              servers: [{}]
+            """)
+        #expect(found.count == 1)
+        #expect(found[0].keyPath == "routers[0].client.failureAccrual")
+    }
+}
