@@ -81,6 +81,7 @@ public final class FsNamer: Namer, Sendable {
         var existenceChanged = false
         var reports: [(String, [EndpointFileProblem])] = []
         var resolvedAddrs: [String: Addr] = [:]
+        var removed: [String] = []
 
         let current = entries.withLockedValue { $0 }
         for (name, contents) in files where current[name]?.contents != contents || current[name]?.exists != true {
@@ -119,6 +120,7 @@ public final class FsNamer: Namer, Sendable {
                 entries[name]?.contents = nil
                 existenceChanged = true
                 published.append((entry.addr, .neg))
+                removed.append(name)
             }
         }
 
@@ -140,6 +142,10 @@ public final class FsNamer: Namer, Sendable {
             logger.info("service file read", metadata: [
                 LogKeys.file: "\(rootDir)/\(name)", LogKeys.endpoints: "\(addr.endpoints.count)",
             ])
+        }
+        for name in removed {
+            metrics.endpoints(namer: kind, name: name).set(Int64(0))
+            logger.info("service file removed", metadata: [LogKeys.file: "\(rootDir)/\(name)"])
         }
         if existenceChanged {
             generation.set(generation.value &+ 1)

@@ -48,6 +48,20 @@ import Testing
         #expect(share > 0.70 && share < 0.80)
     }
 
+    @Test func followsWeightsWhenRequestsComeOneAtATime() {
+        var balancer = P2CBalancer()
+        balancer.update(endpoints: [Endpoint(host: "a", port: 1, weight: 3), Endpoint(host: "b", port: 1, weight: 1)])
+        var random = SplitMix64(seed: 11)
+        var toA = 0
+        for _ in 0..<4000 {
+            let picked = balancer.pick(using: &random)!
+            if picked.host == "a" { toA += 1 }
+            balancer.requestFinished(picked.address)
+        }
+        let share = Double(toA) / 4000
+        #expect(share > 0.70 && share < 0.80)
+    }
+
     @Test func skipsUnavailableUntilEffortRunsOut() {
         var balancer = P2CBalancer(maxEffort: 5)
         balancer.update(endpoints: endpoints(3))

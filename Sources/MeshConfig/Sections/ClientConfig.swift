@@ -13,7 +13,10 @@ public struct ClientConfig: Sendable, Hashable, JSONRepresentable {
         var config = ClientConfig()
         guard let node, let m = node.mapping else { return config }
         defer { m.finish() }
-        _ = m.kind(supported: ["io.l5d.global"], linkerdOnly: linkerdKinds, what: "client", defaultKind: "io.l5d.global")
+        guard m.kind(supported: ["io.l5d.global"], linkerdOnly: linkerdKinds, what: "client", defaultKind: "io.l5d.global") != nil else {
+            m.accepted(m.keys)
+            return config
+        }
         if let pool = m.optional("hostConnectionPool") {
             config.hostConnectionPool = HostConnectionPoolConfig.read(pool)
         }

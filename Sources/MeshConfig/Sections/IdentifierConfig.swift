@@ -18,7 +18,7 @@ public enum IdentifierConfig: Sendable, Hashable, JSONRepresentable {
     public static let `default` = IdentifierConfig.headerToken(header: "Host")
 
     static let supportedKinds = ["io.l5d.header.token", "io.l5d.header", "io.l5d.methodAndHost", "io.l5d.path", "io.l5d.static"]
-    static let linkerdKinds = ["io.l5d.ingress", "io.l5d.k8s.istio", "io.l5d.k8s.istio-ingress", "io.l5d.header.path"]
+    static let linkerdKinds = ["io.l5d.ingress", "io.l5d.k8s.istio", "io.l5d.k8s.istio-ingress"]
 
     static func readList(_ node: ConfigNode) -> [IdentifierConfig] {
         if case .sequence = node.node {

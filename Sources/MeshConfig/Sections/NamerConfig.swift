@@ -33,7 +33,7 @@ public enum NamerConfig: Sendable, Hashable, JSONRepresentable {
             return nil
         }
         m.accepted(["experimental"])
-        m.unsupported(["transformers"], "namer transformers are not implemented yet; apply transformers on the router's interpreter")
+        m.unsupported(["transformers"], "namer transformers are not implemented yet")
         let prefix = m.optional("prefix").flatMap { PathSyntax.read($0) } ?? Path(kind)
         switch kind {
         case "io.l5d.fs":

@@ -57,7 +57,9 @@ public struct RouterConfig: Sendable, Hashable, JSONRepresentable {
         if let cache = m.optional("bindingCache") { config.bindingCache = BindingCacheConfig.read(cache) }
         config.bindingTimeoutMs = m.int("bindingTimeoutMs", in: 1...3_600_000) ?? config.bindingTimeoutMs
         if let interpreter = m.optional("interpreter"), let im = interpreter.mapping {
-            _ = im.kind(supported: ["default"], linkerdOnly: ["io.l5d.namerd", "io.l5d.namerd.http", "io.l5d.mesh", "io.l5d.fs", "io.l5d.k8s.configMap", "io.l5d.consul.interpreter", "io.l5d.k8s.istio"], what: "interpreter", defaultKind: "default")
+            if im.kind(supported: ["default"], linkerdOnly: ["io.l5d.namerd", "io.l5d.namerd.http", "io.l5d.mesh", "io.l5d.fs", "io.l5d.k8s.configMap", "io.l5d.consul.interpreter", "io.l5d.k8s.istio"], what: "interpreter", defaultKind: "default") == nil {
+                im.accepted(im.keys)
+            }
             im.unsupported(["transformers"], "transformers are not implemented yet")
             im.accepted(["experimental"])
             im.finish()

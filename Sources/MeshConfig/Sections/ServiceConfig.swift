@@ -8,7 +8,10 @@ public struct ServiceConfig: Sendable, Hashable, JSONRepresentable {
     static func read(_ node: ConfigNode?) -> ServiceConfig {
         guard let node, let m = node.mapping else { return ServiceConfig() }
         defer { m.finish() }
-        _ = m.kind(supported: ["io.l5d.global"], linkerdOnly: ["io.l5d.static"], what: "service", defaultKind: "io.l5d.global")
+        guard m.kind(supported: ["io.l5d.global"], linkerdOnly: ["io.l5d.static"], what: "service", defaultKind: "io.l5d.global") != nil else {
+            m.accepted(m.keys)
+            return ServiceConfig()
+        }
         m.unsupported(["totalTimeoutMs", "retries", "responseClassifier"], "service timeouts, retries and response classifiers are not implemented yet")
         return ServiceConfig()
     }

@@ -22,7 +22,13 @@ public enum TelemeterConfig: Sendable, Hashable, JSONRepresentable {
         default:
             var config = PrometheusConfig()
             if let node = m.optional("path"), let path = node.string {
-                if path.hasPrefix("/") { config.path = path } else { node.error("path must start with '/'") }
+                if !path.hasPrefix("/") {
+                    node.error("path must start with '/'")
+                } else if PrometheusConfig.reservedPaths.contains(path) {
+                    node.error("path '\(path)' is one of the admin port's own paths; choose another, e.g. /metrics")
+                } else {
+                    config.path = path
+                }
             }
             if let node = m.optional("prefix"), let prefix = node.string {
                 if prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == ":") }) {
@@ -51,4 +57,10 @@ public struct PrometheusConfig: Sendable, Hashable {
     public var prefix = ""
 
     public init() {}
+
+    /// Admin paths a telemeter may not take over (the Prometheus path itself is allowed).
+    static let reservedPaths: Set<String> = [
+        "/admin/ping", "/admin/ready", "/config.json", "/admin/metrics.json", "/admin/listeners.json",
+        "/client_state.json", "/admin/shutdown", "/admin", "/admin/", "/",
+    ]
 }

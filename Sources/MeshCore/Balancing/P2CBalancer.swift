@@ -85,7 +85,9 @@ public struct P2CBalancer: Sendable {
             let a = sample(using: &random)
             var b = sample(using: &random)
             if a == b { b = (a + 1 + Int.random(in: 0..<(nodes.count - 1), using: &random)) % nodes.count }
-            best = score(a) <= score(b) ? a : b
+            // Ties go to the first sample, itself drawn in proportion to weight: when nothing is
+            // outstanding, traffic follows the weights; under load, load per weight evens out.
+            best = score(b) < score(a) ? b : a
             if nodes[best].isAvailable { return best }
             let other = best == a ? b : a
             if nodes[other].isAvailable { return other }
@@ -93,10 +95,10 @@ public struct P2CBalancer: Sendable {
         return best
     }
 
-    /// Load per unit of weight; lower is better.
+    /// Outstanding requests per unit of weight; lower is better.
     private func score(_ index: Int) -> Double {
         let weight = nodes[index].endpoint.weight
-        return weight > 0 ? Double(nodes[index].load + 1) / weight : .infinity
+        return weight > 0 ? Double(nodes[index].load) / weight : .infinity
     }
 
     private func sample<R: RandomNumberGenerator>(using random: inout R) -> Int {

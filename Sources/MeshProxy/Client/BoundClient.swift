@@ -74,6 +74,7 @@ final class BoundClient: Sendable {
         endpointsGauge.set(Int64(addr.endpoints.count))
         for entry in drained {
             entry.pool.drain()
+            entry.pool.unregisterMetrics()
             entry.metrics.unregister()
         }
         for promise in ready { promise.succeed() }

@@ -110,6 +110,11 @@ final class EndpointPool: Sendable {
         perform(effects)
     }
 
+    /// Removes this pool's series (its endpoint left discovery).
+    func unregisterMetrics() {
+        metrics.unregister()
+    }
+
     var snapshot: (open: Int, idle: Int, leased: Int, waiters: Int) {
         state.withLockedValue { ($0.machine.total, $0.machine.idleCount, $0.machine.leased, $0.machine.waiterCount) }
     }

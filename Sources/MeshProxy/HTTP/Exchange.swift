@@ -239,17 +239,8 @@ final class Exchange: UpstreamResponseReceiver {
 
     /// The client went away: give everything back.
     func downstreamClosed() {
-        switch phase {
-        case .leasing(let pool, let waiter):
-            pool.cancel(waiter: waiter)
-        case .connected(let connection, let upstream):
-            upstream.detach()
-            entry?.pool.release(connection, reusable: false)
-        case .resolving, .finished:
-            break
-        }
-        if case .finished = phase { return }
-        phase = .finished
+        guard let previous = endPhase() else { return }
+        releaseResources(of: previous)
         complete()
     }
 
@@ -265,7 +256,28 @@ final class Exchange: UpstreamResponseReceiver {
 
     /// Answers with a response of meshd's own instead of the upstream's.
     private func fail(_ error: ProxyError) {
-        switch phase {
+        guard let previous = endPhase() else { return }
+        releaseResources(of: previous)
+        status = Int(error.status.code)
+        handler.listener.router.countError(error)
+        if !requestEnded && expectsContinue && !bodyReceived { keepAliveDownstream = false }
+        handler.respond(error, version: clientHead.version, keepAlive: keepAliveDownstream && !handler.closing, start: startedAt)
+        responseHeadSent = true
+        complete(routerMetricsRecorded: true)
+    }
+
+    /// Marks the exchange finished, returning the phase it was in (nil if it already was).
+    /// The phase changes first, so that callbacks which run while resources are released (a
+    /// cancelled lease fails its promise at once) see a finished exchange and do nothing.
+    private func endPhase() -> Phase? {
+        if case .finished = phase { return nil }
+        let previous = phase
+        phase = .finished
+        return previous
+    }
+
+    private func releaseResources(of previous: Phase) {
+        switch previous {
         case .leasing(let pool, let waiter):
             pool.cancel(waiter: waiter)
         case .connected(let connection, let upstream):
@@ -274,13 +286,6 @@ final class Exchange: UpstreamResponseReceiver {
         case .resolving, .finished:
             break
         }
-        phase = .finished
-        status = Int(error.status.code)
-        handler.listener.router.countError(error)
-        if !requestEnded && expectsContinue && !bodyReceived { keepAliveDownstream = false }
-        handler.respond(error, version: clientHead.version, keepAlive: keepAliveDownstream && !handler.closing, start: startedAt)
-        responseHeadSent = true
-        complete(routerMetricsRecorded: true)
     }
 
     private func finish(reusable: Bool) {

@@ -84,16 +84,22 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Decoder errors: the request is malformed and the byte stream cannot be trusted any more.
+        closing = true
+        guard error is HTTPParserError else {
+            // A socket error (reset by the client): nobody is left to answer.
+            context.close(promise: nil)
+            return
+        }
+        // A decoder error: the request is malformed and the byte stream cannot be trusted any more.
         let proxyError = DecoderErrorText.proxyError(for: error)
         if let exchange {
             self.exchange = nil
             exchange.abort(respondingWith: proxyError)
         } else if !discarding {
             listener.router.metrics.requests.increment()
+            listener.router.countError(proxyError)
             respond(proxyError, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
         }
-        closing = true
         context.close(promise: nil)
     }
 

@@ -33,8 +33,9 @@ enum RequestValidator {
         if headerBytes > limits.maxHeaderBytes {
             return .failure(ProxyError(.headersTooLarge, "request headers are \(headerBytes) bytes; the limit is \(limits.maxHeaderBytes) (maxHeadersKB)"))
         }
-        if HeaderRules.viaHops(head.headers) >= limits.maxCallDepth {
-            return .failure(ProxyError(.loopDetected, "request has passed \(limits.maxCallDepth) proxies (Via); check for a routing loop"))
+        let hops = HeaderRules.viaHops(head.headers)
+        if hops > limits.maxCallDepth {
+            return .failure(ProxyError(.loopDetected, "request has passed \(hops) proxies (Via), more than maxCallDepth \(limits.maxCallDepth); check for a routing loop"))
         }
         if !transferEncodings.isEmpty {
             if !contentLengths.isEmpty {

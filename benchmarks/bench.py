@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""meshd against a direct connection to the same upstream, measured with wrk.
+
+Starts an nginx upstream (1 worker, fixed small 200), meshd (release build) routing to it, and
+runs wrk against each, interleaved (direct, meshd, direct, meshd, ...) for a few rounds; prints a
+markdown table of medians: requests/s, p50, p99, meshd's CPU time per request, and meshd's RSS
+idle and under load. Ratios against the direct connection are what count: the machine is shared.
+
+    benchmarks/bench.py                 # 3 rounds of 10 s, 50 connections
+    benchmarks/bench.py --short         # 2 rounds of 5 s
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_tools():
+    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists()]
+    if missing:
+        print(f"installing {' '.join(missing)} ...", file=sys.stderr)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk", "nginx-light"], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def start_nginx(workdir: Path):
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+""")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return proc, port
+
+
+def start_meshd(binary: str, workdir: Path, upstream_port: int):
+    config = workdir / "meshd.yaml"
+    config.write_text(f"""
+admin: {{ip: 127.0.0.1, port: 0}}
+routers:
+- protocol: http
+  label: bench
+  dtab: /svc/bench => /$/inet/127.0.0.1/{upstream_port};
+  servers: [{{ip: 127.0.0.1, port: 0}}]
+""")
+    proc = subprocess.Popen([binary, "run", "--config", str(config), "--log-format", "json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    admin = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("msg") == "meshd ready":
+            admin = event["meshd.admin"]
+            break
+    if admin is None:
+        proc.kill()
+        raise SystemExit("meshd did not start")
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    listeners = json.loads(urllib.request.urlopen(f"http://{admin}/admin/listeners.json").read())
+    address = listeners["routers"]["bench"][0]
+    return proc, address
+
+
+def wait_http(url, headers=None, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            urllib.request.urlopen(request, timeout=2).read()
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer")
+
+
+def to_ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_wrk(url, host, threads, connections, duration, watch_pid=None):
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb(watch_pid))
+            stop.wait(0.2)
+
+    sampler = None
+    cpu_before = cpu_seconds(watch_pid) if watch_pid else 0
+    if watch_pid:
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-H", f"Host: {host}", url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    stop.set()
+    if sampler:
+        sampler.join()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = to_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
+    p99 = to_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    cpu = (cpu_seconds(watch_pid) - cpu_before) if watch_pid else 0.0
+    return {"rps": rps, "p50": p50, "p99": p99, "requests": requests, "errors": int(errors.group(1)) if errors else 0,
+            "cpu_us_per_request": cpu / requests * 1e6 if watch_pid else None, "rss_peak": peak[0] if watch_pid else None}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", help="meshd binary (default: build .build/release/meshd)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--short", action="store_true", help="2 rounds of 5 s")
+    args = parser.parse_args()
+    if args.short:
+        args.rounds, args.duration = 2, 5
+
+    ensure_tools()
+    binary = args.binary
+    if not binary:
+        subprocess.run(["swift", "build", "-c", "release", "--product", "meshd"], cwd=ROOT, check=True)
+        binary = str(ROOT / ".build" / "release" / "meshd")
+
+    workdir = Path(tempfile.mkdtemp(prefix="meshd-bench-"))
+    nginx, upstream_port = start_nginx(workdir)
+    meshd, meshd_address = start_meshd(binary, workdir, upstream_port)
+    try:
+        direct_url = f"http://127.0.0.1:{upstream_port}/"
+        meshd_url = f"http://{meshd_address}/"
+        wait_http(meshd_url, {"Host": "bench"})
+        # Warm both paths (connection pools, page cache), then measure idle memory.
+        run_wrk(direct_url, "bench", args.threads, args.connections, 2)
+        run_wrk(meshd_url, "bench", args.threads, args.connections, 2, watch_pid=meshd.pid)
+        time.sleep(1)
+        idle_rss = rss_mb(meshd.pid)
+        results = {"direct": [], "meshd": []}
+        for _ in range(args.rounds):
+            results["direct"].append(run_wrk(direct_url, "bench", args.threads, args.connections, args.duration))
+            results["meshd"].append(run_wrk(meshd_url, "bench", args.threads, args.connections, args.duration, watch_pid=meshd.pid))
+    finally:
+        meshd.send_signal(signal.SIGTERM)
+        nginx.send_signal(signal.SIGQUIT)
+        meshd.wait(30)
+        nginx.wait(30)
+
+    def median(name, key):
+        values = [run[key] for run in results[name] if run[key] is not None]
+        return statistics.median(values) if values else None
+
+    direct_rps = median("direct", "rps")
+    rows = []
+    for name in ("direct", "meshd"):
+        rps = median(name, "rps")
+        rows.append((name, rps, rps / direct_rps, median(name, "p50"), median(name, "p99"),
+                     median(name, "cpu_us_per_request"), sum(run["errors"] for run in results[name])))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"\n### meshd vs direct — {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {os.cpu_count()} cores")
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds interleaved, medians; "
+          f"upstream nginx 1 worker returning a 2-byte 200\n")
+    print("| target | req/s | × direct | p50 ms | p99 ms | meshd CPU µs/req | non-2xx |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, rps, ratio, p50, p99, cpu, errors in rows:
+        cpu_text = f"{cpu:.1f}" if cpu is not None else "—"
+        print(f"| {name} | {rps:,.0f} | {ratio:.2f} | {p50:.3f} | {p99:.3f} | {cpu_text} | {errors} |")
+    print(f"\nmeshd RSS: idle {idle_rss:.1f} MB, under load (peak) {median('meshd', 'rss_peak'):.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
