@@ -96,13 +96,18 @@ public final class Linker: Sendable {
         let all = listeners.withLockedValue { $0 }
         let inFlight = all.reduce(0) { $0 + $1.context.requestsInFlight }
         logger.info("draining", metadata: [LogKeys.inFlight: "\(inFlight)", LogKeys.graceMs: "\(grace.components.seconds * 1000 + grace.components.attoseconds / 1_000_000_000_000_000)"])
-        let drained = all.map { $0.quiesce() }
-        let deadline = ContinuousClock.now + grace
-        for future in drained {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { break }
-            _ = try? await withTimeout(remaining) { try await future.get() }
+        // Wait for every listener's connections to finish, or for the grace period, whichever
+        // comes first; then close whatever is left.
+        let loop = group.next()
+        let done = loop.makePromise(of: Void.self)
+        let timer = loop.scheduleTask(in: .nanoseconds(Int64(grace.components.seconds) * 1_000_000_000 + grace.components.attoseconds / 1_000_000_000)) {
+            done.succeed()
         }
+        EventLoopFuture.andAllComplete(all.map { $0.quiesce() }, on: loop).whenComplete { _ in
+            timer.cancel()
+            done.succeed()
+        }
+        try? await done.futureResult.get()
         await closeListeners()
         for watcher in watchers { watcher.stop() }
         for router in routers { router.close() }
@@ -119,20 +124,6 @@ public final class Linker: Sendable {
     /// What the namers know, for the admin port.
     public func namerStates() -> [NamerState] {
         namers.configured.map { $0.state() }
-    }
-}
-
-/// Runs `body`, giving up after `timeout`.
-func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw CancellationError() }
-        return value
     }
 }
 

@@ -33,27 +33,9 @@ struct RunCommand: AsyncParsableCommand {
         let metrics = MeshMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let linker = Linker(config: config, group: group, metrics: metrics, logger: logger)
-        let shutdown = ShutdownRequest()
-        let adminAddress = NIOLockedValueBox("")
-        let routes = AdminRoutes(linker: linker, adminAddress: { adminAddress.withLockedValue { $0 } }) { shutdown.request() }
-
-        let admin: AdminServer
-        do {
-            admin = try await AdminServer.start(config: config.admin, routes: routes, group: group)
-            adminAddress.withLockedValue { $0 = admin.boundAddress.map(AddressText.describe) ?? "" }
-            try await linker.start()
-        } catch let error as ConfigErrors {
-            FileHandle.standardError.write(Data((error.description + "\n").utf8))
-            try? await group.shutdownGracefully()
-            throw ExitCode(1)
-        }
-        logger.info("meshd ready", metadata: [
-            LogKeys.version: "\(MeshdVersion.string)", LogKeys.config: "\(path)",
-            LogKeys.admin: "\(adminAddress.withLockedValue { $0 })",
-        ])
-
-        let service = MeshdService(linker: linker, admin: admin, grace: .milliseconds(config.admin.shutdownGraceMs), shutdown: shutdown, logger: logger)
+        // Everything starts inside the service group, so that SIGTERM and SIGINT are handled
+        // gracefully from the first moment listeners exist.
+        let service = MeshdService(config: config, path: path, group: group, metrics: metrics, logger: logger)
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -61,7 +43,13 @@ struct RunCommand: AsyncParsableCommand {
                 logger: logger
             )
         )
-        try await serviceGroup.run()
+        do {
+            try await serviceGroup.run()
+        } catch let error as ConfigErrors {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
         try await group.shutdownGracefully()
         logger.info("meshd stopped")
     }
@@ -81,21 +69,38 @@ final class ShutdownRequest: Sendable {
     }
 }
 
-/// The running data plane and admin port, as one lifecycle service.
+/// The data plane and the admin port, as one lifecycle service: starts them, runs until a
+/// shutdown signal or an admin request, then drains.
 struct MeshdService: Service {
-    let linker: Linker
-    let admin: AdminServer
-    let grace: Duration
-    let shutdown: ShutdownRequest
+    let config: MeshdConfig
+    let path: String
+    let group: MultiThreadedEventLoopGroup
+    let metrics: MeshMetrics
     let logger: Logger
 
     func run() async throws {
+        let linker = Linker(config: config, group: group, metrics: metrics, logger: logger)
+        let shutdown = ShutdownRequest()
+        let adminAddress = NIOLockedValueBox("")
+        let routes = AdminRoutes(linker: linker, adminAddress: { adminAddress.withLockedValue { $0 } }) { shutdown.request() }
+        let admin = try await AdminServer.start(config: config.admin, routes: routes, group: group)
+        adminAddress.withLockedValue { $0 = admin.boundAddress.map(AddressText.describe) ?? "" }
+        do {
+            try await linker.start()
+        } catch {
+            await admin.close()
+            throw error
+        }
+        logger.info("meshd ready", metadata: [
+            LogKeys.version: "\(MeshdVersion.string)", LogKeys.config: "\(path)",
+            LogKeys.admin: "\(adminAddress.withLockedValue { $0 })",
+        ])
         // Runs until a shutdown signal (graceful shutdown ends the loop) or an admin request.
         for await _ in shutdown.stream.cancelOnGracefulShutdown() {
             logger.info("shutdown requested on the admin port")
             break
         }
-        await linker.shutdown(grace: grace)
+        await linker.shutdown(grace: .milliseconds(config.admin.shutdownGraceMs))
         await admin.close()
     }
 }

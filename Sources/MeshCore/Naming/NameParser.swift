@@ -248,6 +248,12 @@ struct NameParser {
     }
 
     private func error(_ message: String) -> NameSyntaxError {
-        NameSyntaxError(message: message, text: text, offset: min(index, scalars.count))
+        var offset = min(index, scalars.count)
+        if offset == scalars.count {
+            // At the end of the text, point just past the last thing written, not at a trailing
+            // newline (a YAML block scalar always ends with one).
+            while offset > 0, [" ", "\t", "\n", "\r"].contains(scalars[offset - 1]) { offset -= 1 }
+        }
+        return NameSyntaxError(message: message, text: text, offset: offset)
     }
 }

@@ -79,11 +79,14 @@ final class EndpointPool: Sendable {
 
     /// The caller no longer wants the connection it asked for.
     func cancel(waiter waiterID: Int) {
-        let waiter = state.withLockedValue { state -> Waiter? in
+        var removed: Waiter?
+        let effects = withState { state -> [Machine.Action] in
             state.machine.waiterCancelled(waiterID)
-            return state.waiters.removeValue(forKey: waiterID)
+            removed = state.waiters.removeValue(forKey: waiterID)
+            return []
         }
-        waiter?.promise.fail(ProxyError(.shuttingDown, "request cancelled"))
+        perform(effects)
+        removed?.promise.fail(ProxyError(.shuttingDown, "request cancelled"))
     }
 
     /// An exchange is done with `connection`.

@@ -140,8 +140,16 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             framing = validated
         }
         if head.method == .CONNECT {
+            // A response to CONNECT has no framed body (NIO's encoder drops it): end it by closing.
+            closing = true
             reject(ProxyError(.unsupportedMethod, "CONNECT is not supported; send plain HTTP requests (http_proxy) to meshd"), head: head, start: start, counted: true)
             return
+        }
+        if head.headers.contains(name: "upgrade") {
+            // Protocol upgrades (WebSocket) are not proxied yet: the request goes on as plain HTTP
+            // without its Upgrade header, and since the decoder stops reading HTTP after an
+            // upgrade request, the connection ends with the response.
+            closing = true
         }
         var routedHead = head
         var target = head.uri
