@@ -100,14 +100,18 @@ public final class Linker: Sendable {
         // comes first; then close whatever is left.
         let loop = group.next()
         let done = loop.makePromise(of: Void.self)
+        let quiesced = EventLoopFuture.andAllComplete(all.map { $0.quiesce() }, on: loop)
         let timer = loop.scheduleTask(in: .nanoseconds(Int64(grace.components.seconds) * 1_000_000_000 + grace.components.attoseconds / 1_000_000_000)) {
             done.succeed()
         }
-        EventLoopFuture.andAllComplete(all.map { $0.quiesce() }, on: loop).whenComplete { _ in
+        quiesced.whenComplete { _ in
             timer.cancel()
             done.succeed()
         }
         try? await done.futureResult.get()
+        // Past the grace period: cut the connections still open, so quiescing completes.
+        for listener in all { listener.context.closeAllConnections() }
+        try? await quiesced.get()
         await closeListeners()
         for watcher in watchers { watcher.stop() }
         for router in routers { router.close() }

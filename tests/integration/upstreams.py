@@ -248,6 +248,7 @@ class RawClient:
         self.timeout = timeout
         self.buffer = b""
         self.eof = False
+        self.received = bytearray()  # every byte read from the peer, for "this never arrived" checks
 
     def __enter__(self):
         return self
@@ -265,6 +266,7 @@ class RawClient:
         if not chunk:
             self.eof = True
             return False
+        self.received += chunk
         self.buffer += chunk
         return True
 
@@ -373,6 +375,7 @@ class RawClient:
             if not chunk:
                 self.eof = True
                 break
+            self.received += chunk
             extra += chunk
         self.sock.settimeout(self.timeout)
         return True, extra

@@ -2,6 +2,8 @@
 
 import MeshConfig
 import MeshTelemetry
+import NIOConcurrencyHelpers
+import NIOCore
 import Synchronization
 
 final class ListenerContext: Sendable {
@@ -11,6 +13,8 @@ final class ListenerContext: Sendable {
     let metrics: ServerMetrics
     /// Requests being served on this listener (for `maxConcurrentRequests`).
     private let inFlight = Atomic<Int>(0)
+    /// Open client connections, so that shutdown can close what outlives the grace period.
+    private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
     init(router: Router, config: ServerConfig, limits: RequestLimits, metrics: ServerMetrics) {
         self.router = router
@@ -37,4 +41,19 @@ final class ListenerContext: Sendable {
     }
 
     var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
+
+    func connectionOpened(_ channel: any Channel) {
+        connections.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+    }
+
+    func connectionClosed(_ channel: any Channel) {
+        connections.withLockedValue { $0[ObjectIdentifier(channel)] = nil }
+    }
+
+    /// Closes every client connection still open.
+    func closeAllConnections() {
+        for channel in connections.withLockedValue({ Array($0.values) }) {
+            channel.close(promise: nil)
+        }
+    }
 }

@@ -46,11 +46,13 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelActive(context: ChannelHandlerContext) {
         listener.metrics.connections.increment()
         listener.metrics.connectionsOpen.increment()
+        listener.connectionOpened(context.channel)
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         listener.metrics.connectionsOpen.decrement()
+        listener.connectionClosed(context.channel)
         exchange?.downstreamClosed()
         exchange = nil
         context.fireChannelInactive()
