@@ -39,7 +39,11 @@ public struct Delegator<Bound> {
 
     public let dtab: Dtab
     public let maxDepth: Int
-    private let namers: Namers
+    let namers: Namers
+
+    func namerLookup(_ path: Path) throws(DelegationError) -> NameTree<NamerResult<Bound>> {
+        try namers(path)
+    }
 
     /// - Parameters:
     ///   - namers: binds a path no dentry matched (`/#/…`, `/$/…`); `.neg` when no namer does.
