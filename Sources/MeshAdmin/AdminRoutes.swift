@@ -1,6 +1,7 @@
 // What the admin port answers, path by path. Every answer is built from snapshots; nothing here
 // reaches into a router's live state.
 
+import Foundation
 import MeshConfig
 import MeshCore
 import MeshDiscovery
@@ -42,7 +43,8 @@ public struct AdminRoutes: Sendable {
 
     static let index = [
         "/admin/ping", "/admin/ready", "/admin/metrics/prometheus", "/admin/metrics.json", "/config.json",
-        "/admin/listeners.json", "/client_state.json", "/namer_state/<kind>.json", "/admin/shutdown (POST)",
+        "/admin/listeners.json", "/client_state.json", "/namer_state/<kind>.json", "/bound-names.json",
+        "/delegator.json?path=/svc/NAME[&namespace=ROUTER][&dtab=DENTRIES]", "/delegator", "/admin/shutdown (POST)",
     ]
 
     /// Answers `method path?query`.
@@ -75,6 +77,15 @@ public struct AdminRoutes: Sendable {
             return .json(.object([("admin", .string(adminAddress())), ("routers", .object(routers))]))
         case "/client_state.json":
             return .json(clientState())
+        case "/delegator.json":
+            return delegate(QueryString.parse(query))
+        case "/delegator":
+            return AdminResponse(status: 200, contentType: "text/html; charset=utf-8", body: DelegatorPage.html(routers: linker.routers.map(\.label)))
+        case "/bound-names.json":
+            let names = linker.namerStates().flatMap { state in
+                state.names.keys.sorted().map { JSONValue.string((Path(segments: ["#"] + state.prefix.segments) + Path($0)).description) }
+            }
+            return .json(.array(names))
         case "/admin/shutdown":
             guard method == "POST" else { return .text("use POST to shut meshd down\n", status: 405) }
             requestShutdown()
@@ -90,6 +101,32 @@ public struct AdminRoutes: Sendable {
             }
             return .text("no such admin path: \(path)\n", status: 404)
         }
+    }
+
+    /// `/delegator.json?path=…[&namespace=router][&dtab=extra dentries]`.
+    private func delegate(_ parameters: [String: String]) -> AdminResponse {
+        guard let pathText = parameters["path"], !pathText.isEmpty else {
+            return .text("missing the 'path' parameter, e.g. /delegator.json?path=/svc/web\n", status: 400)
+        }
+        let label = parameters["namespace"] ?? linker.routers.first?.label ?? ""
+        guard let router = linker.routers.first(where: { $0.label == label }) else {
+            return .text("no router labelled '\(label)'; routers: \(linker.routers.map(\.label).joined(separator: ", "))\n", status: 404)
+        }
+        let path: Path
+        do {
+            path = try Path.read(pathText)
+        } catch {
+            return .text("Invalid path: \(error)\n", status: 400)
+        }
+        var extra = Dtab.empty
+        if let dtabText = parameters["dtab"], !dtabText.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            do {
+                extra = try Dtab.read(dtabText)
+            } catch {
+                return .text("Invalid dtab: \(error)\n", status: 400)
+            }
+        }
+        return .json(DelegatorJSON.tree(router.delegator(local: extra).delegate(path)))
     }
 
     private func clientState() -> JSONValue {

@@ -15,7 +15,7 @@ public enum HostResolver {
     /// Blocking.
     public static func resolve(_ host: String) -> String? {
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
-        if isIPLiteral(bare) { return bare }
+        if let numeric = numericAddress(bare) { return numeric }
         return lookup(bare, family: AF_INET) ?? lookup(bare, family: AF_INET6)
     }
 
@@ -45,6 +45,23 @@ public enum HostResolver {
             var sin6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
             guard inet_ntop(AF_INET6, &sin6.sin6_addr, &buffer, socklen_t(buffer.count)) != nil else { return nil }
         }
+        let length = buffer.firstIndex(of: 0) ?? buffer.count
+        return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+extension HostResolver {
+    /// The canonical form of a numeric address, including IPv4 shorthands such as `127.1`
+    /// (as `inet_aton` reads them); nil for names.
+    public static func numericAddress(_ text: String) -> String? {
+        let bare = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, bare, &v6) == 1 { return bare }
+        guard bare.allSatisfy({ $0.isNumber || $0 == "." || $0 == "x" || $0 == "X" || $0.isHexDigit }) else { return nil }
+        var v4 = in_addr()
+        guard inet_aton(bare, &v4) != 0 else { return nil }
+        var buffer = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN) + 1)
+        guard inet_ntop(AF_INET, &v4, &buffer, socklen_t(buffer.count)) != nil else { return nil }
         let length = buffer.firstIndex(of: 0) ?? buffer.count
         return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }

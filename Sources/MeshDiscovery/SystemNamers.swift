@@ -29,11 +29,23 @@ public final class InetNamer: Sendable {
             throw .namerFailed(path: Path(segments: ["$", "inet"]) + rest, reason: "port must be 1 to 65535")
         }
         let id = Path(segments: ["$", "inet"] + segments[0...portIndex])
-        let addr = cache.withLockedValue { cache -> Watchable<Addr> in
+        return .leaf(.bound(BoundName(id: id, residual: rest.dropFirst(portIndex + 1), addr: addr(id: id, host: host, port: port))))
+    }
+
+    /// Binds `/$/io.buoyant.rinet/PORT/HOST[/residual]`: inet with the port first.
+    func lookupReversed(_ rest: Path) -> NameTree<NamerResult<BoundName>> {
+        guard rest.count >= 2, let port = Int(rest.segments[0]), (1...65535).contains(port) else { return .neg }
+        let host = rest.segments[1]
+        let id = Path(segments: ["$", "io.buoyant.rinet", rest.segments[0], host])
+        return .leaf(.bound(BoundName(id: id, residual: rest.dropFirst(2), addr: addr(id: id, host: host, port: port))))
+    }
+
+    private func addr(id: Path, host: String, port: Int) -> Watchable<Addr> {
+        cache.withLockedValue { cache -> Watchable<Addr> in
             if let existing = cache[id] { return existing }
             let watchable: Watchable<Addr>
-            if HostResolver.isIPLiteral(host) {
-                watchable = Watchable(.bound([Endpoint(host: host, port: port)]))
+            if let ip = HostResolver.numericAddress(host) {
+                watchable = Watchable(.bound([Endpoint(host: ip, port: port)]))
             } else {
                 watchable = Watchable(.pending)
                 let host = host
@@ -48,7 +60,6 @@ public final class InetNamer: Sendable {
             cache[id] = watchable
             return watchable
         }
-        return .leaf(.bound(BoundName(id: id, residual: rest.dropFirst(portIndex + 1), addr: addr)))
     }
 }
 
@@ -85,7 +96,11 @@ public final class NamerSet: Sendable {
             case "inet", "fixedinet": return try inet.lookup(path.dropFirst(2))
             case "fail": return .fail
             case "nil": return .empty
+            case "io.buoyant.rinet": return inet.lookupReversed(path.dropFirst(2))
             default:
+                if let rewritten = RewritingNamers.lookup(path.segments[1], path.dropFirst(2)) {
+                    return rewritten.map { .path($0) }
+                }
                 throw .namerFailed(path: path, reason: "unknown system namer '/$/\(path.segments[1])'")
             }
         default:

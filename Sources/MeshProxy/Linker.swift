@@ -3,6 +3,7 @@
 // names the server's line); `shutdown(grace:)` stops accepting, lets in-flight requests finish
 // for up to the grace period, and closes what is left.
 
+import Foundation
 import Logging
 import MeshConfig
 import MeshCore
@@ -26,6 +27,8 @@ public final class Linker: Sendable {
     private let logger: Logger
     private let listeners = NIOLockedValueBox<[HTTPListener]>([])
     private let ready = NIOLockedValueBox(false)
+    private let dtabWatchers: [DirectoryWatcher]
+    private let sweeper = NIOLockedValueBox<RepeatedTask?>(nil)
 
     public init(config: MeshdConfig, group: any EventLoopGroup, metrics: MeshMetrics, logger: Logger) {
         self.config = config
@@ -48,7 +51,17 @@ public final class Linker: Sendable {
         self.watchers = watchers
         let namerSet = NamerSet(configured: namers)
         self.namers = namerSet
-        self.routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics) }
+        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics) }
+        self.routers = routers
+        var dtabWatchers: [DirectoryWatcher] = []
+        for router in routers {
+            guard case .fs(let file, _) = router.config.interpreter.kind else { continue }
+            let directory = (file as NSString).deletingLastPathComponent
+            dtabWatchers.append(DirectoryWatcher(directory: directory.isEmpty ? "." : directory, logger: logger) {
+                Linker.reloadDtabFile(file, for: router, logger: logger)
+            })
+        }
+        self.dtabWatchers = dtabWatchers
     }
 
     /// Whether listeners are bound and discovery has answered once.
@@ -61,10 +74,21 @@ public final class Linker: Sendable {
         }
     }
 
+    /// Reads every file-system namer's directory once, without watching (for `meshd delegate`).
+    public func readDiscoveryOnce() {
+        for namer in fsNamers { namer.rescan() }
+    }
+
     /// Reads discovery, binds every listener. Throws `ConfigErrors` for listeners that cannot bind.
     public func start() async throws {
         for namer in fsNamers { namer.rescan() }
-        for watcher in watchers { watcher.start() }
+        for watcher in watchers + dtabWatchers { watcher.start() }
+        let routers = self.routers
+        let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(10), delay: .seconds(10)) { _ in
+            let now = NIODeadline.now().uptimeNanoseconds
+            for router in routers { router.closeIdleClients(now: now) }
+        }
+        sweeper.withLockedValue { $0 = task }
         var bound: [HTTPListener] = []
         var errors: [ConfigError] = []
         for router in routers {
@@ -113,8 +137,25 @@ public final class Linker: Sendable {
         for listener in all { listener.context.closeAllConnections() }
         try? await quiesced.get()
         await closeListeners()
-        for watcher in watchers { watcher.stop() }
+        for watcher in watchers + dtabWatchers { watcher.stop() }
+        sweeper.withLockedValue { $0?.cancel(); $0 = nil }
         for router in routers { router.close() }
+    }
+
+    /// The io.l5d.fs interpreter's file changed: route with its new dtab, or keep the last good one.
+    static func reloadDtabFile(_ file: String, for router: Router, logger: Logger) {
+        switch DtabFile.load(file) {
+        case .success(let dtab):
+            if dtab + router.config.dtab != router.dtab.value {
+                router.fileDtabChanged(dtab)
+                logger.info("dtab file read", metadata: [LogKeys.router: "\(router.label)", LogKeys.file: "\(file)"])
+            }
+        case .failure(let problem):
+            router.meshMetrics.discovery.errors(namer: "io.l5d.fs.interpreter", name: router.label, kind: "dtab_unreadable").increment()
+            logger.error("cannot use the dtab file; keeping the last good dtab", metadata: [
+                LogKeys.router: "\(router.label)", LogKeys.file: "\(file)", LogKeys.error: "\(problem)",
+            ])
+        }
     }
 
     private func closeListeners() async {

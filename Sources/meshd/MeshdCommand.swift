@@ -12,7 +12,7 @@ struct MeshdCommand: AsyncParsableCommand {
         commandName: "meshd",
         abstract: "A per-host service-mesh proxy: Linkerd 1.x configs, native speed.",
         version: MeshdVersion.string,
-        subcommands: [RunCommand.self, CheckCommand.self, VersionCommand.self],
+        subcommands: [RunCommand.self, CheckCommand.self, DelegateCommand.self, VersionCommand.self],
         defaultSubcommand: RunCommand.self
     )
 }

@@ -273,7 +273,7 @@ def test_unknown_admin_path_is_404_and_shutdown_needs_post(start_meshd):
     assert status == 404
     assert body.strip() == "no such admin path: /admin/no-such-thing"
     # Linkerd endpoints meshd does not have are 404 too.
-    assert admin(meshd, "/delegator.json")[0] == 404
+    assert admin(meshd, "/admin/threads.json")[0] == 404
     assert admin(meshd, "/namer_state/io.l5d.consul.json")[0] == 404
     status, _, _ = admin(meshd, "/admin/shutdown")
     assert status == 405

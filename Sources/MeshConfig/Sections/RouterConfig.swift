@@ -21,6 +21,8 @@ public struct RouterConfig: Sendable, Hashable, JSONRepresentable {
     public var maxHeadersKB = 8
     /// Limits of the delegation caches (Linkerd's `bindingCache`).
     public var bindingCache = BindingCacheConfig()
+    /// How names bind: the interpreter kind and its transformers.
+    public var interpreter = InterpreterConfig()
     /// How long a request may wait for a name to bind (discovery still pending), in ms.
     /// 1–3,600,000. Default 10,000.
     public var bindingTimeoutMs = 10_000
@@ -56,14 +58,7 @@ public struct RouterConfig: Sendable, Hashable, JSONRepresentable {
         config.maxHeadersKB = m.int("maxHeadersKB", in: 1...64) ?? config.maxHeadersKB
         if let cache = m.optional("bindingCache") { config.bindingCache = BindingCacheConfig.read(cache) }
         config.bindingTimeoutMs = m.int("bindingTimeoutMs", in: 1...3_600_000) ?? config.bindingTimeoutMs
-        if let interpreter = m.optional("interpreter"), let im = interpreter.mapping {
-            if im.kind(supported: ["default"], linkerdOnly: ["io.l5d.namerd", "io.l5d.namerd.http", "io.l5d.mesh", "io.l5d.fs", "io.l5d.k8s.configMap", "io.l5d.consul.interpreter", "io.l5d.k8s.istio"], what: "interpreter", defaultKind: "default") == nil {
-                im.accepted(im.keys)
-            }
-            im.unsupported(["transformers"], "transformers are not implemented yet")
-            im.accepted(["experimental"])
-            im.finish()
-        }
+        if let interpreter = m.optional("interpreter") { config.interpreter = InterpreterConfig.read(interpreter) }
         if let streaming = m.optional("streamingEnabled"), streaming.bool == false {
             streaming.error("meshd always streams bodies; remove streamingEnabled: false")
         }
@@ -85,7 +80,7 @@ public struct RouterConfig: Sendable, Hashable, JSONRepresentable {
             ("dstPrefix", .string(dstPrefix.description)), ("dtab", .string(dtab.description)),
         ]
         pairs.append(("identifier", identifiers.count == 1 ? identifiers[0].json : .array(identifiers.map(\.json))))
-        pairs.append(("interpreter", .object([("kind", .string("default"))])))
+        pairs.append(("interpreter", interpreter.json))
         pairs.append(("maxInitialLineKB", .int(maxInitialLineKB)))
         pairs.append(("maxHeadersKB", .int(maxHeadersKB)))
         pairs.append(("bindingTimeoutMs", .int(bindingTimeoutMs)))

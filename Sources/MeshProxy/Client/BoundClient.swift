@@ -9,6 +9,7 @@ import MeshDiscovery
 import MeshTelemetry
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 final class BoundClient: Sendable {
     let id: Path
@@ -33,6 +34,10 @@ final class BoundClient: Sendable {
 
     private let state: NIOLockedValueBox<State>
     private let observation = NIOLockedValueBox<Observation?>(nil)
+    /// Uptime (ns) of the last request routed here, for idle eviction.
+    private let lastUse = Atomic<UInt64>(0)
+    /// Requests picked and not yet finished.
+    private let outstanding = Atomic<Int>(0)
 
     init(bound: BoundName, routerLabel: String, client: ClientConfig, metrics: MeshMetrics) {
         self.id = bound.id
@@ -98,17 +103,25 @@ final class BoundClient: Sendable {
         state.withLockedValue { if case .pending = $0.addr { return true } else { return false } }
     }
 
+    /// Marks the client used at `now` (uptime nanoseconds).
+    func touch(now: UInt64) {
+        lastUse.store(now, ordering: .relaxed)
+    }
+
+    var lastUsed: UInt64 { lastUse.load(ordering: .relaxed) }
+    var inFlight: Int { outstanding.load(ordering: .relaxed) }
+
     /// Picks an endpoint for one request and counts the request against it.
-    func pick(using random: inout SplitMix64) -> Result<(Endpoint, Entry), ProxyError> {
+    func pick(using random: inout SplitMix64) -> Result<(Endpoint, Entry), PickFailure> {
         var randomCopy = random
         defer { random = randomCopy }
-        return state.withLockedValue { state -> Result<(Endpoint, Entry), ProxyError> in
+        let result = state.withLockedValue { state -> Result<(Endpoint, Entry), PickFailure> in
             guard let endpoint = state.balancer.pick(using: &randomCopy) else {
                 switch state.addr {
-                case .neg: return .failure(ProxyError(.noEndpoints, "\(id) does not exist in discovery", retryable: true))
-                case .failed(let reason): return .failure(ProxyError(.noEndpoints, "discovery failed for \(id): \(reason)", retryable: true))
-                case .pending: return .failure(ProxyError(.bindingTimeout, "discovery has not answered for \(id)", retryable: true))
-                case .bound: return .failure(ProxyError(.noEndpoints, "\(id) has no endpoints", retryable: true))
+                case .neg: return .failure(.noEndpoints("no longer exists in discovery"))
+                case .failed(let reason): return .failure(.noEndpoints("could not be discovered: \(reason)"))
+                case .pending: return .failure(.noEndpoints("has not been discovered yet"))
+                case .bound: return .failure(.noEndpoints("has an empty endpoint set"))
                 }
             }
             if let entry = state.pools[endpoint.address] { return .success((endpoint, entry)) }
@@ -118,13 +131,22 @@ final class BoundClient: Sendable {
                 return .success((endpoint, entry))
             } catch {
                 state.balancer.requestFinished(endpoint.address)
-                return .failure(ProxyError(.connectFailed, "invalid endpoint address \(endpoint): \(error)"))
+                return .failure(.invalidAddress(ProxyError(.connectFailed, "invalid endpoint address \(endpoint): \(error)")))
             }
         }
+        if case .success = result { outstanding.add(1, ordering: .relaxed) }
+        return result
+    }
+
+    enum PickFailure: Error {
+        /// No endpoint to pick; the reason completes "<client id> …".
+        case noEndpoints(String)
+        case invalidAddress(ProxyError)
     }
 
     /// A request picked earlier has finished.
     func finished(_ address: Endpoint.Address) {
+        outstanding.subtract(1, ordering: .relaxed)
         state.withLockedValue { $0.balancer.requestFinished(address) }
     }
 

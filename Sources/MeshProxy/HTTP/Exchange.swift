@@ -17,6 +17,8 @@ final class Exchange: UpstreamResponseReceiver {
     private let upstreamHead: HTTPRequestHead
     private let framing: HeaderRules.RequestFraming
     private let client: BoundClient
+    /// The logical name and per-request dtab, for explaining a failure to find endpoints.
+    private let route: (name: Path, local: Dtab)
     private let startedAt: UInt64
     private let expectsContinue: Bool
 
@@ -41,12 +43,13 @@ final class Exchange: UpstreamResponseReceiver {
     /// Retries left when a reused connection turns out to be closed before any response.
     private var staleRetries = 2
 
-    init(handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming, client: BoundClient, start: UInt64) {
+    init(handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming, client: BoundClient, route: (Path, Dtab), start: UInt64) {
         self.handler = handler
         self.clientHead = clientHead
         self.upstreamHead = upstreamHead
         self.framing = framing
         self.client = client
+        self.route = route
         self.startedAt = start
         self.keepAliveDownstream = clientHead.isKeepAlive
         self.expectsContinue = clientHead.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
@@ -76,7 +79,9 @@ final class Exchange: UpstreamResponseReceiver {
 
     private func pickAndLease() {
         switch client.pick(using: &handler.random) {
-        case .failure(let error):
+        case .failure(.noEndpoints(let reason)):
+            fail(handler.listener.router.explainNoEndpoints(route.name, local: route.local, client: client, reason: reason))
+        case .failure(.invalidAddress(let error)):
             fail(error)
         case .success(let (endpoint, entry)):
             self.endpoint = endpoint

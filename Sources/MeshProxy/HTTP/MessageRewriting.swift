@@ -35,12 +35,17 @@ enum MessageRewriting {
         framing: HeaderRules.RequestFraming,
         service: Path,
         bound: BoundName,
+        localDtab: Dtab,
         requestID: String,
         clearContext: Bool
     ) -> HTTPRequestHead {
         var headers = head.headers
         HeaderRules.removeHopByHop(&headers)
         if clearContext { removeL5dHeaders(&headers) }
+        // The per-request dtab travels on as context, whichever header it came in.
+        headers.remove(name: "l5d-dtab")
+        headers.remove(name: "l5d-ctx-dtab")
+        if !localDtab.isEmpty { headers.add(name: "l5d-ctx-dtab", value: localDtab.description) }
         switch framing {
         case .chunked:
             headers.add(name: "transfer-encoding", value: "chunked")
@@ -96,5 +101,23 @@ enum MessageRewriting {
         let value = random.next()
         let hex = String(value, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+extension MessageRewriting {
+    /// The request's own dtab: every `l5d-ctx-dtab` value (context from earlier hops), then every
+    /// `l5d-dtab` value (the caller's override, which therefore wins).
+    static func localDtab(_ headers: HTTPHeaders) -> Result<Dtab, ProxyError> {
+        var dtab = Dtab.empty
+        for name in ["l5d-ctx-dtab", "l5d-dtab"] {
+            for value in headers[canonicalForm: name] {
+                do {
+                    dtab = dtab + (try Dtab.read(String(value)))
+                } catch {
+                    return .failure(ProxyError(.badRequest, "invalid \(name) header: \(error.message) at character \(error.offset + 1)"))
+                }
+            }
+        }
+        return .success(dtab)
     }
 }

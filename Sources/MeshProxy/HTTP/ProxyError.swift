@@ -5,7 +5,7 @@ import NIOHTTP1
 
 /// A reason meshd answers a request itself instead of the upstream.
 public struct ProxyError: Error, Sendable, CustomStringConvertible {
-    public enum Kind: String, Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
         /// The request is malformed (framing, header syntax).
         case badRequest = "bad_request"
         /// No identifier could name the request.

@@ -160,6 +160,14 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             routedHead.headers.replaceOrAdd(name: "host", value: absolute.authority)
         }
         if listener.config.clearContext { MessageRewriting.removeL5dHeaders(&routedHead.headers) }
+        let localDtab: Dtab
+        switch MessageRewriting.localDtab(routedHead.headers) {
+        case .failure(let error):
+            reject(error, head: head, start: start, counted: true)
+            return
+        case .success(let dtab):
+            localDtab = dtab
+        }
         let identification: Identification
         switch router.identifier.identify(routedHead, uri: target) {
         case .failure(let error):
@@ -168,16 +176,18 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .success(let identified):
             identification = identified
         }
-        switch router.route(identification.name, random: &random) {
+        switch router.route(identification.name, local: localDtab, random: &random) {
         case .failure(let error):
             reject(error, head: head, start: start, counted: true)
         case .success(let (bound, client)):
             let upstreamHead = MessageRewriting.upstreamRequest(
                 from: routedHead, target: identification.uri ?? target, framing: framing, service: identification.name,
-                bound: bound, requestID: MessageRewriting.requestID(&random), clearContext: listener.config.clearContext
+                bound: bound, localDtab: localDtab, requestID: MessageRewriting.requestID(&random), clearContext: listener.config.clearContext
             )
+            client.touch(now: start)
             let exchange = Exchange(
-                handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, client: client, start: start
+                handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, client: client,
+                route: (identification.name, localDtab), start: start
             )
             self.exchange = exchange
             exchange.start()

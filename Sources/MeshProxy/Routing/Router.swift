@@ -1,6 +1,9 @@
-// A router: turns a logical name into a client and an endpoint. Delegation (dtab + namers) is
-// cached per logical name and dropped whenever a namer reports that its answers changed, so the
-// routing cost of a request is a dictionary lookup; clients are cached per bound name.
+// A router: turns a logical name into a client and an endpoint. Delegation (dtab + namers +
+// transformers) is cached per logical name and per-request dtab, in an LRU of
+// `bindingCache.paths` entries, and recomputed whenever a namer reports that its answers changed
+// or the dtab itself changed (the io.l5d.fs interpreter). So the routing cost of a request is a
+// dictionary lookup. Clients are cached per bound name, at most `bindingCache.clients` of them;
+// one unused for `bindingCache.idleTtlSecs` is closed.
 
 import MeshConfig
 import MeshCore
@@ -8,6 +11,7 @@ import MeshDiscovery
 import MeshTelemetry
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 public final class Router: Sendable {
     public let config: RouterConfig
@@ -17,15 +21,23 @@ public final class Router: Sendable {
     let metrics: RequestMetrics
     let meshMetrics: MeshMetrics
     let limitsByServer: [RequestLimits]
+    let transformers: NameTransformers
+    /// The dtab requests are routed with: the interpreter's file dtab (if any) then the router's.
+    public let dtab: Watchable<Dtab>
     private let errorCounters: [ProxyError.Kind: MetricCounter]
 
-    private struct Cached {
+    struct BindingKey: Hashable, Sendable {
+        let local: Dtab
+        let name: Path
+    }
+
+    private struct Cached: Sendable {
         let generation: UInt64
         let result: Result<NameTree<BoundName>, DelegationError>
     }
 
-    private let bindings = NIOLockedValueBox<[Path: Cached]>([:])
-    private let clients = NIOLockedValueBox<[Path: BoundClient]>([:])
+    private let bindings: NIOLockedValueBox<LRUCache<BindingKey, Cached>>
+    private let clients: NIOLockedValueBox<LRUCache<Path, BoundClient>>
 
     init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics) {
         self.config = config
@@ -33,58 +45,87 @@ public final class Router: Sendable {
         self.meshMetrics = metrics
         self.identifier = Identifier(kinds: config.identifiers, dstPrefix: config.dstPrefix)
         self.metrics = metrics.router(config.label)
+        self.transformers = NameTransformers(config.interpreter.transformers)
+        switch config.interpreter.kind {
+        case .default: self.dtab = Watchable(config.dtab)
+        case .fs(_, let initial): self.dtab = Watchable(initial + config.dtab)
+        }
         self.limitsByServer = config.servers.map {
             RequestLimits(maxInitialLineBytes: config.maxInitialLineKB * 1024, maxHeaderBytes: config.maxHeadersKB * 1024, maxCallDepth: $0.maxCallDepth)
         }
         var counters: [ProxyError.Kind: MetricCounter] = [:]
-        for kind in [ProxyError.Kind.badRequest, .unidentified, .uriTooLong, .headersTooLarge, .unroutable, .noEndpoints, .poolExhausted,
-                     .tooManyRequests, .connectFailed, .upstreamFailed, .loopDetected, .bindingTimeout, .shuttingDown, .unsupportedMethod] {
+        for kind in ProxyError.Kind.allCases {
             counters[kind] = metrics.proxyError(router: config.label, reason: kind.rawValue)
         }
         self.errorCounters = counters
+        self.bindings = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.paths))
+        self.clients = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.clients))
     }
 
     func countError(_ error: ProxyError) {
         errorCounters[error.kind]?.increment()
     }
 
-    /// The bound tree for a logical name, from the cache when the namers have not changed.
-    func bind(_ name: Path) -> Result<NameTree<BoundName>, DelegationError> {
-        let generation = namers.generation
-        if let cached = bindings.withLockedValue({ $0[name] }), cached.generation == generation {
+    /// The interpreter's dtab file changed: route with `fileDtab` before the router's dtab.
+    func fileDtabChanged(_ fileDtab: Dtab) {
+        dtab.set(fileDtab + config.dtab)
+    }
+
+    /// A delegator over the router's dtab followed by a per-request `local` one.
+    public func delegator(local: Dtab = .empty) -> Delegator<BoundName> {
+        Delegator<BoundName>(dtab: dtab.value + local) { [namers] path throws(DelegationError) in try namers.lookup(path) }
+    }
+
+    /// The bound tree for a logical name, from the cache when nothing it depends on changed.
+    func bind(_ name: Path, local: Dtab) -> Result<NameTree<BoundName>, DelegationError> {
+        let generation = namers.generation &+ dtab.version
+        let key = BindingKey(local: local, name: name)
+        if let cached = bindings.withLockedValue({ $0.get(key) }), cached.generation == generation {
             return cached.result
         }
-        let delegator = Delegator<BoundName>(dtab: config.dtab) { [namers] path throws(DelegationError) in try namers.lookup(path) }
+        let delegator = delegator(local: local)
         let result: Result<NameTree<BoundName>, DelegationError>
         do {
-            result = .success(try delegator.bind(name))
+            var tree = try delegator.bind(name)
+            if !transformers.isEmpty {
+                tree = try transformers.apply(tree) { path throws(DelegationError) in try delegator.bind(path) }
+            }
+            result = .success(tree)
         } catch {
             result = .failure(error)
         }
-        bindings.withLockedValue { cache in
-            if cache.count >= config.bindingCache.paths { cache.removeAll(keepingCapacity: true) }
-            cache[name] = Cached(generation: generation, result: result)
-        }
+        bindings.withLockedValue { _ = $0.set(key, Cached(generation: generation, result: result)) }
         return result
     }
 
     /// Routes a logical name to one bound name and its client.
-    func route(_ name: Path, random: inout SplitMix64) -> Result<(BoundName, BoundClient), ProxyError> {
-        switch bind(name) {
+    func route(_ name: Path, local: Dtab, random: inout SplitMix64) -> Result<(BoundName, BoundClient), ProxyError> {
+        switch bind(name, local: local) {
         case .failure(let error):
             return .failure(ProxyError(.unroutable, "cannot route \(name): \(error)"))
         case .success(let tree):
             switch choose(tree, random: &random) {
             case .leaf(let bound):
                 return .success((bound, client(for: bound)))
-            case .neg:
-                return .failure(ProxyError(.unroutable, "no route for \(name): no dentry or namer binds it (dtab: \(config.dtab.isEmpty ? "empty" : config.dtab.description))", retryable: true))
-            case .fail:
-                return .failure(ProxyError(.unroutable, "routing for \(name) failed: the dtab marks it as failed (!)", retryable: true))
             default:
-                return .failure(ProxyError(.noEndpoints, "\(name) resolves to an empty set of endpoints ($)", retryable: true))
+                return .failure(explainFailure(name, local: local))
             }
         }
+    }
+
+    /// Why `name` does not route, in one line: the steps that led nowhere and their dentries.
+    func explainFailure(_ name: Path, local: Dtab) -> ProxyError {
+        let tree = delegator(local: local).delegate(name)
+        let explanation = DelegationExplanation.summary(tree)
+        let kind: ProxyError.Kind = explanation.onlyEmpty ? .noEndpoints : .unroutable
+        return ProxyError(kind, "no route for \(name): \(explanation.text)", retryable: true)
+    }
+
+    /// For a client with no usable endpoints: which name, bound how, and why.
+    func explainNoEndpoints(_ name: Path, local: Dtab, client: BoundClient, reason: String) -> ProxyError {
+        let via = DelegationExplanation.dentry(leading: client.id, in: delegator(local: local).delegate(name))
+        let viaText = via.map { " via dentry \($0)" } ?? ""
+        return ProxyError(.noEndpoints, "no endpoints for \(name): \(client.id) (bound\(viaText)) \(reason)", retryable: true)
     }
 
     /// Picks one branch of unions by weight, down to a leaf (or an uninhabited result).
@@ -111,27 +152,37 @@ public final class Router: Sendable {
 
     /// The client for a bound name, created on first use.
     func client(for bound: BoundName) -> BoundClient {
-        if let existing = clients.withLockedValue({ $0[bound.id] }) { return existing }
+        if let existing = clients.withLockedValue({ $0.get(bound.id) }) { return existing }
         let created = BoundClient(bound: bound, routerLabel: label, client: config.client, metrics: meshMetrics)
+        var evicted: BoundClient?
         let winner = clients.withLockedValue { clients -> BoundClient in
-            if let existing = clients[bound.id] { return existing }
-            clients[bound.id] = created
+            if let existing = clients.get(bound.id) { return existing }
+            evicted = clients.set(bound.id, created)?.value
             return created
         }
         if winner !== created { created.close() }
+        evicted?.close()
         return winner
+    }
+
+    /// Closes clients unused for `bindingCache.idleTtlSecs` with nothing in flight.
+    func closeIdleClients(now: UInt64) {
+        let ttl = UInt64(config.bindingCache.idleTtlSecs) * 1_000_000_000
+        let idle = clients.withLockedValue { clients in
+            clients.removeAll { _, client in now &- client.lastUsed > ttl && client.inFlight == 0 }
+        }
+        for (_, client) in idle { client.close() }
     }
 
     /// Snapshots of every client, for the admin port.
     public func clientSnapshots() -> [ClientSnapshot] {
-        clients.withLockedValue { Array($0.values) }.map { $0.snapshot() }.sorted { $0.id < $1.id }
+        clients.withLockedValue { $0.values }.map { $0.snapshot() }.sorted { $0.id < $1.id }
     }
 
     /// Closes every client (shutdown or reload).
     func close() {
         let all = clients.withLockedValue { clients -> [BoundClient] in
-            defer { clients = [:] }
-            return Array(clients.values)
+            clients.removeAll { _, _ in true }.map(\.value)
         }
         for client in all { client.close() }
     }
