@@ -68,14 +68,22 @@ http {{
     return proc, port
 
 
-def start_meshd(binary: str, workdir: Path, upstream_port: int):
-    config = workdir / "meshd.yaml"
+def long_dtab(upstream_port):
+    """20 dentries: 15 that never match this name, and a chain of 5 rewrites that does."""
+    unused = [f"/svc/unused{i} => /#/io.l5d.fs/unused{i};" for i in range(15)]
+    chain = [f"/a => /$/inet/127.0.0.1/{upstream_port};", "/b => /a;", "/c => /b;", "/d => /c;", "/svc/bench => /d;"]
+    return " ".join(chain[:1] + unused + chain[1:])
+
+
+def start_meshd(binary: str, workdir: Path, upstream_port: int, dtab=None, name="meshd"):
+    config = workdir / f"{name}.yaml"
+    dtab = dtab or f"/svc/bench => /$/inet/127.0.0.1/{upstream_port};"
     config.write_text(f"""
 admin: {{ip: 127.0.0.1, port: 0}}
 routers:
 - protocol: http
   label: bench
-  dtab: /svc/bench => /$/inet/127.0.0.1/{upstream_port};
+  dtab: "{dtab}"
   servers: [{{ip: 127.0.0.1, port: 0}}]
 """)
     proc = subprocess.Popen([binary, "run", "--config", str(config), "--log-format", "json"],
@@ -171,6 +179,8 @@ def main():
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--short", action="store_true", help="2 rounds of 5 s")
+    parser.add_argument("--scenario", choices=["direct", "dtab"], default="direct",
+                        help="direct: meshd vs a direct connection; dtab: a 20-dentry dtab vs a 1-dentry one")
     args = parser.parse_args()
     if args.short:
         args.rounds, args.duration = 2, 5
@@ -182,6 +192,8 @@ def main():
         binary = str(ROOT / ".build" / "release" / "meshd")
 
     workdir = Path(tempfile.mkdtemp(prefix="meshd-bench-"))
+    if args.scenario == "dtab":
+        return dtab_scenario(args, binary, workdir)
     nginx, upstream_port = start_nginx(workdir)
     meshd, meshd_address = start_meshd(binary, workdir, upstream_port)
     try:
@@ -223,6 +235,40 @@ def main():
         cpu_text = f"{cpu:.1f}" if cpu is not None else "—"
         print(f"| {name} | {rps:,.0f} | {ratio:.2f} | {p50:.3f} | {p99:.3f} | {cpu_text} | {errors} |")
     print(f"\nmeshd RSS: idle {idle_rss:.1f} MB, under load (peak) {median('meshd', 'rss_peak'):.1f} MB")
+
+
+def dtab_scenario(args, binary, workdir):
+    """Two meshd processes, one routing through a 1-dentry dtab and one through 20 dentries
+    (a 5-step rewrite chain among 15 that do not match), interleaved against the same nginx."""
+    nginx, upstream_port = start_nginx(workdir)
+    short, short_address = start_meshd(binary, workdir, upstream_port, name="one")
+    long, long_address = start_meshd(binary, workdir, upstream_port, dtab=long_dtab(upstream_port), name="twenty")
+    targets = {"1 dentry": (f"http://{short_address}/", short), "20 dentries": (f"http://{long_address}/", long)}
+    results = {name: [] for name in targets}
+    try:
+        for url, proc in targets.values():
+            wait_http(url, {"Host": "bench"})
+            run_wrk(url, "bench", args.threads, args.connections, 2, watch_pid=proc.pid)
+        for _ in range(args.rounds):
+            for name, (url, proc) in targets.items():
+                results[name].append(run_wrk(url, "bench", args.threads, args.connections, args.duration, watch_pid=proc.pid))
+    finally:
+        for proc in (short, long):
+            proc.send_signal(signal.SIGTERM)
+        nginx.send_signal(signal.SIGQUIT)
+        for proc in (short, long, nginx):
+            proc.wait(30)
+    base = statistics.median(run["rps"] for run in results["1 dentry"])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"\n### routing cost of a 20-dentry dtab — {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {os.cpu_count()} cores")
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds interleaved, medians\n")
+    print("| dtab | req/s | × 1 dentry | p50 ms | p99 ms | CPU µs/req |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in targets:
+        runs = results[name]
+        rps = statistics.median(run["rps"] for run in runs)
+        print(f"| {name} | {rps:,.0f} | {rps / base:.3f} | {statistics.median(r['p50'] for r in runs):.3f} | "
+              f"{statistics.median(r['p99'] for r in runs):.3f} | {statistics.median(r['cpu_us_per_request'] for r in runs):.1f} |")
 
 
 if __name__ == "__main__":
