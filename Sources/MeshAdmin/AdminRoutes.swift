@@ -136,11 +136,14 @@ public struct AdminRoutes: Sendable {
                 let endpoints = client.endpoints.map { endpoint -> JSONValue in
                     .object([
                         ("address", .string(endpoint.address)), ("weight", .double(endpoint.weight)), ("load", .int(endpoint.load)),
-                        ("available", .bool(endpoint.available)), ("openConnections", .int(endpoint.openConnections)),
-                        ("idleConnections", .int(endpoint.idleConnections)),
+                        ("status", .string(endpoint.status)), ("available", .bool(endpoint.status == "available" || endpoint.status == "probe due")),
+                        ("latencyEstimateMs", .double(endpoint.latencyEstimateMs)),
+                        ("openConnections", .int(endpoint.openConnections)), ("idleConnections", .int(endpoint.idleConnections)),
                     ])
                 }
-                return (client.id, .object([("state", .string(AddrText.state(client.addr))), ("endpoints", .array(endpoints))]))
+                return (client.id, .object([
+                    ("state", .string(AddrText.state(client.addr))), ("balancer", .string(client.balancer)), ("endpoints", .array(endpoints)),
+                ]))
             }
             routers.append((router.label, .object(clients)))
         }

@@ -46,6 +46,14 @@ public final class MeshMetrics: Sendable {
         registry.makeCounter(descriptor: .init(metricName: "meshd_router_errors_total", unitName: "", helpText: "Responses meshd made itself (with l5d-err), by reason."), labels: [("router", router), ("reason", reason)])
     }
 
+    public func endpointHealth(router: String, client: String, endpoint: String) -> EndpointHealthMetrics {
+        EndpointHealthMetrics(registry: registry, labels: [("router", router), ("client", client), ("endpoint", endpoint)])
+    }
+
+    public func clientAvailableEndpoints(router: String, client: String) -> Gauge {
+        registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints_available", unitName: "", helpText: "Endpoints of a client that failure accrual has not ejected."), labels: [("router", router), ("client", client)])
+    }
+
     public func clientEndpoints(router: String, client: String) -> Gauge {
         registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints", unitName: "", helpText: "Endpoints known for a client (bound name)."), labels: [("router", router), ("client", client)])
     }
@@ -111,6 +119,27 @@ public struct RequestMetrics: Sendable {
         registry.unregisterCounter(requests)
         for counter in responses { registry.unregisterCounter(counter) }
         registry.unregisterDurationHistogram(duration)
+    }
+}
+
+/// Failure accrual and load of one endpoint.
+public struct EndpointHealthMetrics: Sendable {
+    public let ejections: Counter
+    public let revivals: Counter
+    public let load: Gauge
+    private let registry: PrometheusCollectorRegistry
+
+    init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+        self.registry = registry
+        ejections = registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_ejections_total", unitName: "", helpText: "Times failure accrual ejected an endpoint (including failed probes)."), labels: labels)
+        revivals = registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_revivals_total", unitName: "", helpText: "Times an ejected endpoint's probe succeeded."), labels: labels)
+        load = registry.makeGauge(descriptor: .init(metricName: "meshd_endpoint_load", unitName: "", helpText: "Requests in flight to an endpoint."), labels: labels)
+    }
+
+    public func unregister() {
+        registry.unregisterCounter(ejections)
+        registry.unregisterCounter(revivals)
+        registry.unregisterGauge(load)
     }
 }
 

@@ -24,11 +24,11 @@ import Testing
         #expect(router.servers[0].ip == "127.0.0.1")
         #expect(router.servers[0].port == 4140)
         #expect(router.maxInitialLineKB == 4 && router.maxHeadersKB == 8)
-        #expect(router.client.hostConnectionPool.maxSize == 2_147_483_647)
-        #expect(router.client.hostConnectionPool.maxWaiters == 2_147_483_647)
-        #expect(router.client.hostConnectionPool.minSize == 0)
-        #expect(router.client.hostConnectionPool.idleTimeMs == nil)
-        #expect(router.client.loadBalancer == .p2c(maxEffort: 5))
+        #expect(router.client.base.hostConnectionPool.maxSize == 2_147_483_647)
+        #expect(router.client.base.hostConnectionPool.maxWaiters == 2_147_483_647)
+        #expect(router.client.base.hostConnectionPool.minSize == 0)
+        #expect(router.client.base.hostConnectionPool.idleTimeMs == nil)
+        #expect(router.client.base.loadBalancer == .p2c(maxEffort: 5))
         #expect(router.bindingCache.paths == 1000 && router.bindingCache.idleTtlSecs == 600)
     }
 
@@ -172,17 +172,54 @@ import Testing
         ])
     }
 
-    @Test func linkerdFailureAccrualExampleNamesWhatIsMissing() {
-        // Until failure accrual lands, its keys are reported, not ignored.
+    @Test func staticClientConfigAppliesMatchingEntriesInOrder() throws {
+        let config = try ConfigLoader.parse("""
+            routers:
+            - protocol: http
+              client:
+                kind: io.l5d.static
+                configs:
+                - prefix: /#/io.l5d.fs
+                  loadBalancer: {kind: ewma, decayTimeMs: 2000}
+                  failureAccrual:
+                    kind: io.l5d.successRate
+                    successRate: 0.9
+                    requests: 20
+                    backoff: {kind: constant, ms: 10000}
+                - prefix: /#/io.l5d.fs/{service}/slow
+                  failFast: true
+                - prefix: /$/inet/*/80
+                  hostConnectionPool: {maxSize: 3}
+              servers: [{}]
+            """, file: "t.yaml")
+        let client = config.routers[0].client
+        let web = client.params(for: try Path.read("/#/io.l5d.fs/web"))
+        #expect(web.loadBalancer == .ewma(maxEffort: 5, decayNanos: 2_000_000_000))
+        #expect(web.failureAccrual.policy == .successRate(rate: 0.9, requests: 20))
+        #expect(web.failureAccrual.backoff == .constant(nanoseconds: 10_000_000_000))
+        #expect(web.failFast == false)
+        let slow = client.params(for: try Path.read("/#/io.l5d.fs/web/slow"))
+        #expect(slow.failFast == true && slow.loadBalancer == web.loadBalancer)
+        let inet = client.params(for: try Path.read("/$/inet/127.0.0.1/80"))
+        #expect(inet.hostConnectionPool.maxSize == 3 && inet.loadBalancer == .p2c(maxEffort: 5))
+        #expect(client.params(for: try Path.read("/$/inet/127.0.0.1/81")).hostConnectionPool.maxSize == 2_147_483_647)
+    }
+
+    @Test func failureAccrualAndBalancerErrorsAreNamed() {
         let found = errors("""
             routers:
             - protocol: http
               client:
+                loadBalancer: {kind: aperture, lowLoad: 3, highLoad: 1}
                 failureAccrual:
-                  kind: none
+                  kind: io.l5d.successRate
+                  backoff: {kind: jittered, minMs: 10}
               servers: [{}]
             """)
-        #expect(found.count == 1)
-        #expect(found[0].keyPath == "routers[0].client.failureAccrual")
+        let paths = Set(found.map(\.keyPath))
+        #expect(paths.contains("routers[0].client.loadBalancer"))
+        #expect(paths.contains("routers[0].client.failureAccrual.successRate"))
+        #expect(paths.contains("routers[0].client.failureAccrual.requests"))
+        #expect(paths.contains("routers[0].client.failureAccrual.backoff.maxMs"))
     }
 }

@@ -1,41 +1,202 @@
 import MeshCore
 
-/// `routers[].client`: how meshd talks to the endpoints of each bound name.
+/// `routers[].client`: how meshd talks to the endpoints of each bound name. `io.l5d.global`
+/// applies one set of parameters to every client; `io.l5d.static` gives parameters per client
+/// name prefix (`configs: [{prefix: /#/io.l5d.fs/web, …}]`), every matching entry applying in
+/// order so that later ones win key by key.
 public struct ClientConfig: Sendable, Hashable, JSONRepresentable {
-    public var hostConnectionPool = HostConnectionPoolConfig()
-    public var loadBalancer = LoadBalancerConfig.p2c(maxEffort: 5)
+    public enum Kind: String, Sendable, Hashable {
+        case global = "io.l5d.global"
+        case `static` = "io.l5d.static"
+    }
+
+    public var kind = Kind.global
+    /// The parameters of `io.l5d.global`, and the base that `io.l5d.static` entries modify.
+    public var base = ClientParams()
+    /// `io.l5d.static`'s entries, in order.
+    public var configs: [(prefix: PrefixPattern, overrides: ClientOverrides)] = []
 
     public init() {}
 
-    static let linkerdKinds = ["io.l5d.static"]
+    public static func == (lhs: ClientConfig, rhs: ClientConfig) -> Bool {
+        lhs.kind == rhs.kind && lhs.base == rhs.base && lhs.configs.map(\.prefix) == rhs.configs.map(\.prefix)
+            && lhs.configs.map(\.overrides) == rhs.configs.map(\.overrides)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(kind)
+        hasher.combine(base)
+        for entry in configs {
+            hasher.combine(entry.prefix)
+            hasher.combine(entry.overrides)
+        }
+    }
+
+    /// The parameters for the client of bound name `id`.
+    public func params(for id: Path) -> ClientParams {
+        var params = base
+        for entry in configs where entry.prefix.matches(id) {
+            params.apply(entry.overrides)
+        }
+        return params
+    }
 
     static func read(_ node: ConfigNode?) -> ClientConfig {
         var config = ClientConfig()
         guard let node, let m = node.mapping else { return config }
         defer { m.finish() }
-        guard m.kind(supported: ["io.l5d.global"], linkerdOnly: linkerdKinds, what: "client", defaultKind: "io.l5d.global") != nil else {
+        guard let kindName = m.kind(supported: [Kind.global.rawValue, Kind.static.rawValue], what: "client", defaultKind: Kind.global.rawValue),
+            let kind = Kind(rawValue: kindName)
+        else {
             m.accepted(m.keys)
             return config
         }
-        if let pool = m.optional("hostConnectionPool") {
-            config.hostConnectionPool = HostConnectionPoolConfig.read(pool)
+        config.kind = kind
+        switch kind {
+        case .global:
+            config.base.apply(ClientOverrides.read(m))
+        case .static:
+            guard let list = m.required("configs", hint: "list entries like {prefix: /#/io.l5d.fs/web, loadBalancer: {kind: ewma}}")?.sequence else { return config }
+            for item in list {
+                guard let entry = item.mapping else { continue }
+                guard let prefixNode = entry.required("prefix", hint: "give the client names this entry applies to, e.g. /#/io.l5d.fs/*"),
+                    let prefix = PrefixPattern.read(prefixNode)
+                else {
+                    entry.accepted(entry.keys)
+                    entry.finish()
+                    continue
+                }
+                config.configs.append((prefix, ClientOverrides.read(entry)))
+                entry.finish()
+            }
         }
-        if let balancer = m.optional("loadBalancer") {
-            config.loadBalancer = LoadBalancerConfig.read(balancer) ?? config.loadBalancer
-        }
-        m.unsupported(["tls"], "client TLS is not implemented yet")
-        m.unsupported(["failureAccrual", "failFast"], "failure accrual is not implemented yet")
-        m.unsupported(["requestAttemptTimeoutMs", "requeueBudget", "clientSession"], "client timeouts and requeues are not implemented yet")
-        m.unsupported(["socketOptions", "requestAuthorizers", "forwardClientCert", "engine"], "remove it")
         return config
     }
 
     public var json: JSONValue {
+        switch kind {
+        case .global:
+            guard case .object(let pairs) = base.json else { return base.json }
+            return .object([("kind", .string(kind.rawValue))] + pairs)
+        case .static:
+            let entries = configs.map { entry -> JSONValue in
+                guard case .object(let pairs) = entry.overrides.json else { return entry.overrides.json }
+                return .object([("prefix", .string(entry.prefix.description))] + pairs)
+            }
+            return .object([("kind", .string(kind.rawValue)), ("defaults", base.json), ("configs", .array(entries))])
+        }
+    }
+}
+
+/// Everything that can be set per client.
+public struct ClientParams: Sendable, Hashable, JSONRepresentable {
+    public var hostConnectionPool = HostConnectionPoolConfig()
+    public var loadBalancer = BalancerKind.p2c(maxEffort: 5)
+    public var failureAccrual = FailureAccrualConfig()
+    /// When every endpoint is ejected, answer 503 at once instead of trying the least bad one.
+    /// Default false.
+    public var failFast = false
+
+    public init() {}
+
+    mutating func apply(_ overrides: ClientOverrides) {
+        if let pool = overrides.hostConnectionPool { hostConnectionPool = pool }
+        if let balancer = overrides.loadBalancer { loadBalancer = balancer }
+        if let accrual = overrides.failureAccrual { failureAccrual = accrual }
+        if let failFast = overrides.failFast { self.failFast = failFast }
+    }
+
+    public var json: JSONValue {
         .object([
-            ("kind", .string("io.l5d.global")),
             ("hostConnectionPool", hostConnectionPool.json),
-            ("loadBalancer", loadBalancer.json),
+            ("loadBalancer", LoadBalancerSyntax.json(loadBalancer)),
+            ("failureAccrual", failureAccrual.json),
+            ("failFast", .bool(failFast)),
         ])
+    }
+}
+
+/// The keys one client entry sets; unset keys leave earlier values.
+public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
+    public var hostConnectionPool: HostConnectionPoolConfig?
+    public var loadBalancer: BalancerKind?
+    public var failureAccrual: FailureAccrualConfig?
+    public var failFast: Bool?
+
+    static func read(_ m: ConfigMapping) -> ClientOverrides {
+        var overrides = ClientOverrides()
+        if let pool = m.optional("hostConnectionPool") { overrides.hostConnectionPool = HostConnectionPoolConfig.read(pool) }
+        if let balancer = m.optional("loadBalancer") { overrides.loadBalancer = LoadBalancerSyntax.read(balancer) }
+        if let accrual = m.optional("failureAccrual") { overrides.failureAccrual = FailureAccrualConfig.read(accrual) }
+        overrides.failFast = m.bool("failFast")
+        m.unsupported(["tls"], "client TLS is not implemented yet")
+        m.unsupported(["requestAttemptTimeoutMs", "requeueBudget", "clientSession"], "client timeouts and requeues are not implemented yet")
+        m.unsupported(["socketOptions", "requestAuthorizers", "forwardClientCert", "engine"], "remove it")
+        return overrides
+    }
+
+    public var json: JSONValue {
+        var pairs: [(String, JSONValue)] = []
+        if let hostConnectionPool { pairs.append(("hostConnectionPool", hostConnectionPool.json)) }
+        if let loadBalancer { pairs.append(("loadBalancer", LoadBalancerSyntax.json(loadBalancer))) }
+        if let failureAccrual { pairs.append(("failureAccrual", failureAccrual.json)) }
+        if let failFast { pairs.append(("failFast", .bool(failFast))) }
+        return .object(pairs)
+    }
+}
+
+/// A client-name pattern for `io.l5d.static`: literal segments, `*` for any one segment, and
+/// `{name}` captures (also any one segment). It matches a name that starts with it.
+public struct PrefixPattern: Sendable, Hashable, CustomStringConvertible {
+    public enum Element: Sendable, Hashable {
+        case label(String)
+        case any
+        case capture(String)
+    }
+
+    public var elements: [Element]
+
+    public func matches(_ path: Path) -> Bool {
+        guard elements.count <= path.count else { return false }
+        for (element, segment) in zip(elements, path.segments) {
+            if case .label(let label) = element, label != segment { return false }
+        }
+        return true
+    }
+
+    public var description: String {
+        if elements.isEmpty { return "/" }
+        return elements.map { element -> String in
+            switch element {
+            case .label(let label): return "/" + label
+            case .any: return "/*"
+            case .capture(let name): return "/{\(name)}"
+            }
+        }.joined()
+    }
+
+    static func read(_ node: ConfigNode) -> PrefixPattern? {
+        guard let text = node.string else { return nil }
+        guard text.hasPrefix("/") else {
+            node.error("prefix must start with '/', e.g. /#/io.l5d.fs/web or /$/inet/*/80")
+            return nil
+        }
+        var elements: [Element] = []
+        for segment in text.split(separator: "/", omittingEmptySubsequences: false).dropFirst() {
+            if segment.isEmpty {
+                if text == "/" { break }
+                node.error("prefix '\(text)' has an empty segment")
+                return nil
+            }
+            if segment == "*" {
+                elements.append(.any)
+            } else if segment.hasPrefix("{") && segment.hasSuffix("}") && segment.count > 2 {
+                elements.append(.capture(String(segment.dropFirst().dropLast())))
+            } else {
+                elements.append(.label(String(segment)))
+            }
+        }
+        return PrefixPattern(elements: elements)
     }
 }
 
@@ -75,28 +236,5 @@ public struct HostConnectionPoolConfig: Sendable, Hashable, JSONRepresentable {
             ("minSize", .int(minSize)), ("maxSize", .int(maxSize)),
             ("idleTimeMs", idleTimeMs.map { .int($0) } ?? .null), ("maxWaiters", .int(maxWaiters)),
         ])
-    }
-}
-
-/// `client.loadBalancer`: how a client spreads requests over its endpoints.
-public enum LoadBalancerConfig: Sendable, Hashable, JSONRepresentable {
-    /// Least loaded of two random picks; `maxEffort` 1–100 re-picks past unavailable endpoints (default 5).
-    case p2c(maxEffort: Int)
-
-    static func read(_ node: ConfigNode) -> LoadBalancerConfig? {
-        guard let m = node.mapping else { return nil }
-        defer { m.finish() }
-        guard let _ = m.kind(supported: ["p2c"], linkerdOnly: ["ewma", "aperture", "heap", "roundRobin"], what: "load balancer", defaultKind: "p2c") else {
-            m.accepted(m.keys)
-            return nil
-        }
-        m.unsupported(["enableProbation"], "remove it")
-        return .p2c(maxEffort: m.int("maxEffort", in: 1...100) ?? 5)
-    }
-
-    public var json: JSONValue {
-        switch self {
-        case .p2c(let maxEffort): return .object([("kind", .string("p2c")), ("maxEffort", .int(maxEffort))])
-        }
     }
 }

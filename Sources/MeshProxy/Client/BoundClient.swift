@@ -15,13 +15,15 @@ final class BoundClient: Sendable {
     let id: Path
     let routerLabel: String
     let metrics: RequestMetrics
+    let params: ClientParams
     private let meshMetrics: MeshMetrics
-    private let poolConfig: HostConnectionPoolConfig
     private let endpointsGauge: MetricGauge
+    private let availableGauge: MetricGauge
 
     private struct State {
         var addr: Addr = .pending
-        var balancer: P2CBalancer
+        var balancer: LoadBalancer
+        var random: SplitMix64
         var pools: [Endpoint.Address: Entry] = [:]
         var readyPromises: [EventLoopPromise<Void>] = []
         var closed = false
@@ -30,6 +32,7 @@ final class BoundClient: Sendable {
     struct Entry {
         let pool: EndpointPool
         let metrics: RequestMetrics
+        let health: EndpointHealthMetrics
     }
 
     private let state: NIOLockedValueBox<State>
@@ -39,18 +42,20 @@ final class BoundClient: Sendable {
     /// Requests picked and not yet finished.
     private let outstanding = Atomic<Int>(0)
 
-    init(bound: BoundName, routerLabel: String, client: ClientConfig, metrics: MeshMetrics) {
+    init(bound: BoundName, routerLabel: String, params: ClientParams, metrics: MeshMetrics) {
         self.id = bound.id
         self.routerLabel = routerLabel
+        self.params = params
         self.meshMetrics = metrics
-        self.poolConfig = client.hostConnectionPool
         self.metrics = metrics.client(router: routerLabel, client: bound.id.description)
         self.endpointsGauge = metrics.clientEndpoints(router: routerLabel, client: bound.id.description)
-        let maxEffort: Int
-        switch client.loadBalancer {
-        case .p2c(let effort): maxEffort = effort
-        }
-        self.state = NIOLockedValueBox(State(balancer: P2CBalancer(maxEffort: maxEffort)))
+        self.availableGauge = metrics.clientAvailableEndpoints(router: routerLabel, client: bound.id.description)
+        var seed = SystemRandomNumberGenerator()
+        let balancer = LoadBalancer(
+            kind: params.loadBalancer, policy: params.failureAccrual.policy,
+            backoff: Backoff(params.failureAccrual.backoff), failFast: params.failFast
+        )
+        self.state = NIOLockedValueBox(State(balancer: balancer, random: SplitMix64(seed: seed.next())))
         let observation = bound.addr.observe { [weak self] addr in self?.update(addr) }
         self.observation.withLockedValue { $0 = observation }
     }
@@ -59,13 +64,16 @@ final class BoundClient: Sendable {
     private func update(_ addr: Addr) {
         var drained: [Entry] = []
         var ready: [EventLoopPromise<Void>] = []
+        let now = NIODeadline.now().uptimeNanoseconds
+        var available = 0
         state.withLockedValue { state in
             guard !state.closed else { return }
             // A failed lookup keeps the last good endpoints.
             if case .failed = addr, case .bound = state.addr { return }
             state.addr = addr
             let endpoints = addr.endpoints
-            state.balancer.update(endpoints: endpoints)
+            state.balancer.update(endpoints: endpoints, using: &state.random)
+            available = state.balancer.counts(now: now).available
             let keep = Set(endpoints.map(\.address))
             for (address, entry) in state.pools where !keep.contains(address) {
                 drained.append(entry)
@@ -77,10 +85,12 @@ final class BoundClient: Sendable {
             }
         }
         endpointsGauge.set(Int64(addr.endpoints.count))
+        availableGauge.set(Int64(available))
         for entry in drained {
             entry.pool.drain()
             entry.pool.unregisterMetrics()
             entry.metrics.unregister()
+            entry.health.unregister()
         }
         for promise in ready { promise.succeed() }
     }
@@ -111,12 +121,23 @@ final class BoundClient: Sendable {
     var lastUsed: UInt64 { lastUse.load(ordering: .relaxed) }
     var inFlight: Int { outstanding.load(ordering: .relaxed) }
 
-    /// Picks an endpoint for one request and counts the request against it.
-    func pick(using random: inout SplitMix64) -> Result<(Endpoint, Entry), PickFailure> {
-        var randomCopy = random
-        defer { random = randomCopy }
+    enum PickFailure: Error {
+        /// No endpoint to pick; the reason completes "<client id> …".
+        case noEndpoints(String)
+        case invalidAddress(ProxyError)
+    }
+
+    /// Picks an endpoint for one request at `now` and counts the request against it.
+    func pick(now: UInt64) -> Result<(Endpoint, Entry), PickFailure> {
         let result = state.withLockedValue { state -> Result<(Endpoint, Entry), PickFailure> in
-            guard let endpoint = state.balancer.pick(using: &randomCopy) else {
+            let endpoint: Endpoint
+            switch state.balancer.pick(now: now, using: &state.random) {
+            case .endpoint(let picked):
+                endpoint = picked
+            case .allEjected:
+                let known = state.balancer.nodes.count
+                return .failure(.noEndpoints("has all \(known) endpoint\(known == 1 ? "" : "s") ejected by failure accrual (failFast)"))
+            case .none:
                 switch state.addr {
                 case .neg: return .failure(.noEndpoints("no longer exists in discovery"))
                 case .failed(let reason): return .failure(.noEndpoints("could not be discovered: \(reason)"))
@@ -130,39 +151,50 @@ final class BoundClient: Sendable {
                 state.pools[endpoint.address] = entry
                 return .success((endpoint, entry))
             } catch {
-                state.balancer.requestFinished(endpoint.address)
+                state.balancer.finished(endpoint.address, success: false, latency: 0, now: now, using: &state.random)
                 return .failure(.invalidAddress(ProxyError(.connectFailed, "invalid endpoint address \(endpoint): \(error)")))
             }
         }
-        if case .success = result { outstanding.add(1, ordering: .relaxed) }
+        if case .success(let (_, entry)) = result {
+            outstanding.add(1, ordering: .relaxed)
+            entry.health.load.increment()
+        }
         return result
     }
 
-    enum PickFailure: Error {
-        /// No endpoint to pick; the reason completes "<client id> …".
-        case noEndpoints(String)
-        case invalidAddress(ProxyError)
-    }
-
-    /// A request picked earlier has finished.
-    func finished(_ address: Endpoint.Address) {
+    /// A request picked earlier ended: `success` feeds failure accrual, `latency` the estimates.
+    func finished(_ address: Endpoint.Address, entry: Entry, success: Bool?, latency: UInt64, now: UInt64) {
         outstanding.subtract(1, ordering: .relaxed)
-        state.withLockedValue { $0.balancer.requestFinished(address) }
+        entry.health.load.decrement()
+        var available: Int?
+        let event = state.withLockedValue { state -> EndpointAccrual.Event? in
+            let event = state.balancer.finished(address, success: success, latency: latency, now: now, using: &state.random)
+            if event != nil { available = state.balancer.counts(now: now).available }
+            return event
+        }
+        switch event {
+        case .ejected?: entry.health.ejections.increment()
+        case .revived?: entry.health.revivals.increment()
+        case nil: break
+        }
+        if let available { availableGauge.set(Int64(available)) }
     }
 
     private func makeEntry(_ endpoint: Endpoint) throws -> Entry {
-        let limits = ConnectionPoolState<Int, Int, EndpointPool.LoopKey>.Limits(
-            minSize: poolConfig.minSize, maxSize: poolConfig.maxSize, maxWaiters: poolConfig.maxWaiters
-        )
-        let pool = try EndpointPool(
+        let pool = params.hostConnectionPool
+        let limits = ConnectionPoolState<Int, Int, EndpointPool.LoopKey>.Limits(minSize: pool.minSize, maxSize: pool.maxSize, maxWaiters: pool.maxWaiters)
+        let endpointPool = try EndpointPool(
             endpoint: endpoint,
             limits: limits,
-            idleTime: poolConfig.idleTimeMs.map { .milliseconds(Int64($0)) },
+            idleTime: pool.idleTimeMs.map { .milliseconds(Int64($0)) },
             connectTimeout: .seconds(5),
             metrics: meshMetrics.pool(router: routerLabel, client: id.description, endpoint: endpoint.description)
         )
-        let metrics = meshMetrics.endpoint(router: routerLabel, client: id.description, endpoint: endpoint.description)
-        return Entry(pool: pool, metrics: metrics)
+        return Entry(
+            pool: endpointPool,
+            metrics: meshMetrics.endpoint(router: routerLabel, client: id.description, endpoint: endpoint.description),
+            health: meshMetrics.endpointHealth(router: routerLabel, client: id.description, endpoint: endpoint.description)
+        )
     }
 
     /// Stops the client: discovery updates are ignored and every pool drains.
@@ -178,15 +210,24 @@ final class BoundClient: Sendable {
 
     /// What the admin port shows for this client.
     func snapshot() -> ClientSnapshot {
-        state.withLockedValue { state in
+        let now = NIODeadline.now().uptimeNanoseconds
+        return state.withLockedValue { state in
             let endpoints = state.balancer.nodes.map { node -> ClientSnapshot.EndpointState in
                 let pool = state.pools[node.endpoint.address]?.pool.snapshot
+                let status: String
+                switch node.accrual.status {
+                case .alive: status = "available"
+                case .ejected(let until): status = now >= until ? "probe due" : "ejected"
+                case .probing: status = "probing"
+                }
+                let latency = state.balancer.latencyEstimate(node.endpoint.address, now: now) ?? 0
                 return ClientSnapshot.EndpointState(
                     address: node.endpoint.description, weight: node.endpoint.weight, load: node.load,
-                    available: node.isAvailable, openConnections: pool?.open ?? 0, idleConnections: pool?.idle ?? 0
+                    status: status, latencyEstimateMs: latency / 1_000_000,
+                    openConnections: pool?.open ?? 0, idleConnections: pool?.idle ?? 0
                 )
             }
-            return ClientSnapshot(id: id.description, router: routerLabel, addr: state.addr, endpoints: endpoints)
+            return ClientSnapshot(id: id.description, router: routerLabel, balancer: params.loadBalancer.name, addr: state.addr, endpoints: endpoints)
         }
     }
 }
@@ -197,13 +238,17 @@ public struct ClientSnapshot: Sendable {
         public var address: String
         public var weight: Double
         public var load: Int
-        public var available: Bool
+        /// `available`, `ejected`, `probe due` or `probing`.
+        public var status: String
+        /// The peak-EWMA latency estimate (ewma balancer only; 0 otherwise).
+        public var latencyEstimateMs: Double
         public var openConnections: Int
         public var idleConnections: Int
     }
 
     public var id: String
     public var router: String
+    public var balancer: String
     public var addr: Addr
     public var endpoints: [EndpointState]
 }

@@ -42,6 +42,8 @@ final class Exchange: UpstreamResponseReceiver {
     private var status = 0
     /// Retries left when a reused connection turns out to be closed before any response.
     private var staleRetries = 2
+    /// What the exchange says about the endpoint, for failure accrual: nil says nothing.
+    private var endpointSucceeded: Bool?
 
     init(handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming, client: BoundClient, route: (Path, Dtab), start: UInt64) {
         self.handler = handler
@@ -78,7 +80,7 @@ final class Exchange: UpstreamResponseReceiver {
     }
 
     private func pickAndLease() {
-        switch client.pick(using: &handler.random) {
+        switch client.pick(now: NIODeadline.now().uptimeNanoseconds) {
         case .failure(.noEndpoints(let reason)):
             fail(handler.listener.router.explainNoEndpoints(route.name, local: route.local, client: client, reason: reason))
         case .failure(.invalidAddress(let error)):
@@ -190,6 +192,8 @@ final class Exchange: UpstreamResponseReceiver {
         if handler.closing { keepAliveDownstream = false }
         if !requestEnded && expectsContinue && !bodyReceived { keepAliveDownstream = false }
         status = Int(code)
+        // The default response classes (Linkerd's nonRetryable5XX): a 5xx is the endpoint failing.
+        endpointSucceeded = code < 500
         responseHeadSent = true
         handler.write(.head(MessageRewriting.downstreamResponse(
             from: head, clientVersion: clientHead.version, keepAlive: keepAliveDownstream, clearContext: handler.listener.config.clearContext
@@ -234,6 +238,7 @@ final class Exchange: UpstreamResponseReceiver {
             fail(ProxyError(.upstreamFailed, "\(endpoint.map(\.description) ?? "upstream") failed: \(UpstreamErrorText.describe(error))"))
         } else {
             // The response has begun: the only honest signal left is to break the connection.
+            endpointSucceeded = false
             phase = .finished
             handler.abortConnection()
             complete()
@@ -263,6 +268,10 @@ final class Exchange: UpstreamResponseReceiver {
     private func fail(_ error: ProxyError) {
         guard let previous = endPhase() else { return }
         releaseResources(of: previous)
+        switch error.kind {
+        case .connectFailed, .upstreamFailed: endpointSucceeded = false
+        default: endpointSucceeded = nil
+        }
         status = Int(error.status.code)
         handler.listener.router.countError(error)
         if !requestEnded && expectsContinue && !bodyReceived { keepAliveDownstream = false }
@@ -304,7 +313,9 @@ final class Exchange: UpstreamResponseReceiver {
     /// Releases the balancer's load and the listener's slot, records metrics, and tells the handler.
     private func complete(routerMetricsRecorded: Bool = false) {
         let elapsed = Int64(NIODeadline.now().uptimeNanoseconds &- startedAt)
-        if let endpoint { client.finished(endpoint.address) }
+        if let endpoint, let entry {
+            client.finished(endpoint.address, entry: entry, success: endpointSucceeded, latency: UInt64(max(0, elapsed)), now: startedAt &+ UInt64(max(0, elapsed)))
+        }
         handler.listener.requestFinished()
         if status > 0 {
             if !routerMetricsRecorded { handler.listener.router.metrics.responded(status: status, nanoseconds: elapsed) }

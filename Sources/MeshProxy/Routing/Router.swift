@@ -153,7 +153,7 @@ public final class Router: Sendable {
     /// The client for a bound name, created on first use.
     func client(for bound: BoundName) -> BoundClient {
         if let existing = clients.withLockedValue({ $0.get(bound.id) }) { return existing }
-        let created = BoundClient(bound: bound, routerLabel: label, client: config.client, metrics: meshMetrics)
+        let created = BoundClient(bound: bound, routerLabel: label, params: config.client.params(for: bound.id), metrics: meshMetrics)
         var evicted: BoundClient?
         let winner = clients.withLockedValue { clients -> BoundClient in
             if let existing = clients.get(bound.id) { return existing }
