@@ -7,6 +7,7 @@ import MeshCore
 import MeshDiscovery
 import MeshProxy
 import MeshTelemetry
+import NIOCore
 
 /// An admin response: status, content type and body.
 public struct AdminResponse: Sendable {
@@ -44,7 +45,8 @@ public struct AdminRoutes: Sendable {
     static let index = [
         "/admin/ping", "/admin/ready", "/admin/metrics/prometheus", "/admin/metrics.json", "/config.json",
         "/admin/listeners.json", "/client_state.json", "/namer_state/<kind>.json", "/bound-names.json",
-        "/delegator.json?path=/svc/NAME[&namespace=ROUTER][&dtab=DENTRIES]", "/delegator", "/admin/shutdown (POST)",
+        "/delegator.json?path=/svc/NAME[&namespace=ROUTER][&dtab=DENTRIES]", "/delegator", "/requests (io.l5d.recentRequests)",
+        "/admin/shutdown (POST)",
     ]
 
     /// Answers `method path?query`.
@@ -81,6 +83,20 @@ public struct AdminRoutes: Sendable {
             return delegate(QueryString.parse(query))
         case "/delegator":
             return AdminResponse(status: 200, contentType: "text/html; charset=utf-8", body: DelegatorPage.html(routers: linker.routers.map(\.label)))
+        case "/requests", "/requests.json":
+            guard let recent = linker.recentRequests else {
+                return .text("no io.l5d.recentRequests telemeter is configured\n", status: 404)
+            }
+            let now = NIODeadline.now().uptimeNanoseconds
+            return .json(.array(recent.snapshot.map { entry in
+                .object([
+                    ("router", .string(entry.router)), ("method", .string(entry.method)), ("uri", .string(entry.uri)),
+                    ("host", .string(entry.host)), ("status", .int(entry.status)),
+                    ("durationMs", .double(Double(entry.durationNanos) / 1_000_000)),
+                    ("agoMs", .int(Int((now &- entry.uptimeNanos) / 1_000_000))),
+                    ("client", .string(entry.client)), ("endpoint", .string(entry.endpoint)),
+                ])
+            }))
         case "/bound-names.json":
             let names = linker.namerStates().flatMap { state in
                 state.names.keys.sorted().map { JSONValue.string((Path(segments: ["#"] + state.prefix.segments) + Path($0)).description) }

@@ -21,6 +21,8 @@ public final class Linker: Sendable {
     public let metrics: MeshMetrics
     public let routers: [Router]
     public let namers: NamerSet
+    /// The `io.l5d.recentRequests` sample, when configured.
+    public let recentRequests: RecentRequests?
     private let fsNamers: [FsNamer]
     private let watchers: [DirectoryWatcher]
     private let group: any EventLoopGroup
@@ -51,7 +53,12 @@ public final class Linker: Sendable {
         self.watchers = watchers
         let namerSet = NamerSet(configured: namers)
         self.namers = namerSet
-        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics) }
+        var recent: RecentRequests?
+        for case .recentRequests(let rate, let capacity) in config.telemetry {
+            recent = RecentRequests(sampleRate: rate, capacity: capacity)
+        }
+        self.recentRequests = recent
+        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics, recentRequests: recent) }
         self.routers = routers
         var dtabWatchers: [DirectoryWatcher] = []
         for router in routers {

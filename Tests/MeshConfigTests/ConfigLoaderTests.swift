@@ -205,6 +205,34 @@ import Testing
         #expect(client.params(for: try Path.read("/$/inet/127.0.0.1/81")).hostConnectionPool.maxSize == 2_147_483_647)
     }
 
+    @Test func serviceConfigPerPrefix() throws {
+        let config = try ConfigLoader.parse("""
+            routers:
+            - protocol: http
+              service:
+                kind: io.l5d.static
+                configs:
+                - prefix: /svc
+                  totalTimeoutMs: 2000
+                  responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+                  retries:
+                    budget: {minRetriesPerSec: 5, percentCanRetry: 0.5}
+                    backoff: {kind: jittered, minMs: 10, maxMs: 100}
+                - prefix: /svc/payments
+                  responseClassifier: {kind: io.l5d.nonRetryable5XX}
+                  retryBufferSize: {requestBytes: 1024, responseBytes: 9}
+              servers: [{}]
+            """, file: "t.yaml")
+        let service = config.routers[0].service
+        let web = service.params(for: try Path.read("/svc/web"))
+        #expect(web.totalTimeoutMs == 2000 && web.responseClassifier == .retryableRead5XX)
+        #expect(web.retries.budget.minRetriesPerSec == 5 && web.retries.budget.percentCanRetry == 0.5 && web.retries.budget.ttlSecs == 10)
+        #expect(web.retries.backoff == .decorrelatedJittered(min: 10_000_000, max: 100_000_000))
+        let payments = service.params(for: try Path.read("/svc/payments/charge"))
+        #expect(payments.responseClassifier == .nonRetryable5XX && payments.totalTimeoutMs == 2000 && payments.retryBufferBytes == 1024)
+        #expect(ServiceConfig().params(for: Path("svc")).responseClassifier == .nonRetryable5XX)
+    }
+
     @Test func failureAccrualAndBalancerErrorsAreNamed() {
         let found = errors("""
             routers:

@@ -94,6 +94,21 @@ def echo(handler, record):
     handler.reply(200, json.dumps(record).encode(), {"content-type": "application/json"})
 
 
+class _TrackingServer(http.server.ThreadingHTTPServer):
+    """Remembers its open connections, so that `Upstream.kill()` can cut them."""
+
+    def get_request(self):
+        conn, address = super().get_request()
+        with self.upstream.lock:
+            self.upstream.connections.add(conn)
+        return conn, address
+
+    def shutdown_request(self, request):
+        with self.upstream.lock:
+            self.upstream.connections.discard(request)
+        super().shutdown_request(request)
+
+
 class Upstream:
     def __init__(self, default=echo, port=0):
         """`port`: 0 lets the kernel pick (the default); a fixed port for examples that name one."""
@@ -101,9 +116,13 @@ class Upstream:
         self.lock = threading.Lock()
         self.routes = {}
         self.default = default
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self.connections = set()
+        self.server = _TrackingServer(("127.0.0.1", port), _Handler, bind_and_activate=False)
+        self.server.allow_reuse_address = True
         self.server.daemon_threads = True
         self.server.upstream = self
+        self.server.server_bind()
+        self.server.server_activate()
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -128,6 +147,17 @@ class Upstream:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+    def kill(self):
+        """Stops listening and cuts every open connection, as a crashed server would."""
+        self.close()
+        with self.lock:
+            connections = list(self.connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class RawUpstream:

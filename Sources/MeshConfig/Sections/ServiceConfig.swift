@@ -1,20 +1,204 @@
 import MeshCore
 
-/// `routers[].service`: policy per logical name (timeouts, retries, response classes).
-/// Only the defaults exist today; every Linkerd key here is reported as not yet supported.
+/// `routers[].service`: policy per logical name (`/svc/…`): response classes, retries, total
+/// timeout. `io.l5d.global` applies one set to every name; `io.l5d.static` gives parameters per
+/// name prefix (`configs: [{prefix: /svc/web, …}]`), every matching entry applying in order.
 public struct ServiceConfig: Sendable, Hashable, JSONRepresentable {
-    public init() {}
-
-    static func read(_ node: ConfigNode?) -> ServiceConfig {
-        guard let node, let m = node.mapping else { return ServiceConfig() }
-        defer { m.finish() }
-        guard m.kind(supported: ["io.l5d.global"], linkerdOnly: ["io.l5d.static"], what: "service", defaultKind: "io.l5d.global") != nil else {
-            m.accepted(m.keys)
-            return ServiceConfig()
-        }
-        m.unsupported(["totalTimeoutMs", "retries", "responseClassifier"], "service timeouts, retries and response classifiers are not implemented yet")
-        return ServiceConfig()
+    public enum Kind: String, Sendable, Hashable {
+        case global = "io.l5d.global"
+        case `static` = "io.l5d.static"
     }
 
-    public var json: JSONValue { .object([("kind", .string("io.l5d.global"))]) }
+    public var kind = Kind.global
+    public var base = ServiceParams()
+    public var configs: [(prefix: PrefixPattern, overrides: ServiceOverrides)] = []
+
+    public init() {}
+
+    public static func == (lhs: ServiceConfig, rhs: ServiceConfig) -> Bool {
+        lhs.kind == rhs.kind && lhs.base == rhs.base && lhs.configs.map(\.prefix) == rhs.configs.map(\.prefix)
+            && lhs.configs.map(\.overrides) == rhs.configs.map(\.overrides)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(kind)
+        hasher.combine(base)
+        for entry in configs { hasher.combine(entry.prefix); hasher.combine(entry.overrides) }
+    }
+
+    /// The parameters for logical name `name`.
+    public func params(for name: Path) -> ServiceParams {
+        var params = base
+        for entry in configs where entry.prefix.matches(name) { params.apply(entry.overrides) }
+        return params
+    }
+
+    static func read(_ node: ConfigNode?) -> ServiceConfig {
+        var config = ServiceConfig()
+        guard let node, let m = node.mapping else { return config }
+        defer { m.finish() }
+        guard let kindName = m.kind(supported: [Kind.global.rawValue, Kind.static.rawValue], what: "service", defaultKind: Kind.global.rawValue),
+            let kind = Kind(rawValue: kindName)
+        else {
+            m.accepted(m.keys)
+            return config
+        }
+        config.kind = kind
+        switch kind {
+        case .global:
+            config.base.apply(ServiceOverrides.read(m))
+        case .static:
+            guard let list = m.required("configs", hint: "list entries like {prefix: /svc/web, totalTimeoutMs: 1000}")?.sequence else { return config }
+            for item in list {
+                guard let entry = item.mapping else { continue }
+                defer { entry.finish() }
+                guard let prefixNode = entry.required("prefix", hint: "give the service names this entry applies to, e.g. /svc/web"),
+                    let prefix = PrefixPattern.read(prefixNode)
+                else {
+                    entry.accepted(entry.keys)
+                    continue
+                }
+                config.configs.append((prefix, ServiceOverrides.read(entry)))
+            }
+        }
+        return config
+    }
+
+    public var json: JSONValue {
+        switch kind {
+        case .global:
+            guard case .object(let pairs) = base.json else { return base.json }
+            return .object([("kind", .string(kind.rawValue))] + pairs)
+        case .static:
+            let entries = configs.map { entry -> JSONValue in
+                guard case .object(let pairs) = entry.overrides.json else { return entry.overrides.json }
+                return .object([("prefix", .string(entry.prefix.description))] + pairs)
+            }
+            return .object([("kind", .string(kind.rawValue)), ("defaults", base.json), ("configs", .array(entries))])
+        }
+    }
+}
+
+/// Everything that can be set per logical name.
+public struct ServiceParams: Sendable, Hashable, JSONRepresentable {
+    /// The whole request, retries included, in ms, 1–3,600,000. Default: none (nil).
+    public var totalTimeoutMs: Int?
+    public var retries = RetriesConfig()
+    /// Default `io.l5d.http.nonRetryable5XX`.
+    public var responseClassifier = ResponseClassifier.nonRetryable5XX
+    /// Request bodies up to this size are kept so that the request can be retried, in bytes,
+    /// 0–16 MiB. Default 65,536. Larger or still-streaming bodies are never replayed.
+    public var retryBufferBytes = 65_536
+
+    public init() {}
+
+    mutating func apply(_ overrides: ServiceOverrides) {
+        if let value = overrides.totalTimeoutMs { totalTimeoutMs = value }
+        if let value = overrides.retries { retries = value }
+        if let value = overrides.responseClassifier { responseClassifier = value }
+        if let value = overrides.retryBufferBytes { retryBufferBytes = value }
+    }
+
+    public var json: JSONValue {
+        .object([
+            ("totalTimeoutMs", totalTimeoutMs.map { .int($0) } ?? .null),
+            ("retries", retries.json),
+            ("responseClassifier", .object([("kind", .string(responseClassifier.rawValue))])),
+            ("retryBufferSize", .object([("requestBytes", .int(retryBufferBytes))])),
+        ])
+    }
+}
+
+/// The keys one service entry sets.
+public struct ServiceOverrides: Sendable, Hashable, JSONRepresentable {
+    public var totalTimeoutMs: Int?
+    public var retries: RetriesConfig?
+    public var responseClassifier: ResponseClassifier?
+    public var retryBufferBytes: Int?
+
+    static let linkerdClassifiers = [
+        "io.l5d.h2.nonRetryable5XX", "io.l5d.h2.retryableRead5XX", "io.l5d.h2.retryableIdempotent5XX", "io.l5d.h2.allSuccessful",
+        "io.l5d.h2.grpc.default", "io.l5d.h2.grpc.alwaysRetryable", "io.l5d.h2.grpc.neverRetryable", "io.l5d.h2.grpc.retryableStatusCodes",
+    ]
+
+    static func read(_ m: ConfigMapping) -> ServiceOverrides {
+        var overrides = ServiceOverrides()
+        overrides.totalTimeoutMs = m.int("totalTimeoutMs", in: 1...3_600_000)
+        if let retries = m.optional("retries") { overrides.retries = RetriesConfig.read(retries) }
+        if let classifier = m.optional("responseClassifier"), let cm = classifier.mapping {
+            let supported = ResponseClassifier.allCases.map(\.rawValue)
+            // Pre-1.0 Linkerd names without the `http.` segment mean the same classifiers.
+            let legacy = ["io.l5d.nonRetryable5XX", "io.l5d.retryableRead5XX", "io.l5d.retryableIdempotent5XX"]
+            if let kind = cm.kind(supported: supported + legacy, linkerdOnly: linkerdClassifiers, what: "response classifier") {
+                overrides.responseClassifier = ResponseClassifier(rawValue: kind) ?? ResponseClassifier(rawValue: kind.replacingOccurrences(of: "io.l5d.", with: "io.l5d.http."))
+            } else {
+                cm.accepted(cm.keys)
+            }
+            cm.finish()
+        }
+        if let buffer = m.optional("retryBufferSize"), let bm = buffer.mapping {
+            overrides.retryBufferBytes = bm.int("requestBytes", in: 0...16 * 1024 * 1024)
+            bm.accepted(["responseBytes"])
+            bm.finish()
+        }
+        return overrides
+    }
+
+    public var json: JSONValue {
+        var pairs: [(String, JSONValue)] = []
+        if let totalTimeoutMs { pairs.append(("totalTimeoutMs", .int(totalTimeoutMs))) }
+        if let retries { pairs.append(("retries", retries.json)) }
+        if let responseClassifier { pairs.append(("responseClassifier", .object([("kind", .string(responseClassifier.rawValue))]))) }
+        if let retryBufferBytes { pairs.append(("retryBufferSize", .object([("requestBytes", .int(retryBufferBytes))]))) }
+        return .object(pairs)
+    }
+}
+
+/// `service.retries`: the retry budget and the backoff between retries.
+public struct RetriesConfig: Sendable, Hashable, JSONRepresentable {
+    public var budget = RetryBudgetConfig()
+    /// Default: constant 0 ms.
+    public var backoff = Backoff.Kind.constant(nanoseconds: 0)
+
+    public init() {}
+
+    static func read(_ node: ConfigNode) -> RetriesConfig {
+        var config = RetriesConfig()
+        guard let m = node.mapping else { return config }
+        defer { m.finish() }
+        if let budget = m.optional("budget") { config.budget = RetryBudgetConfig.read(budget) }
+        if let backoff = m.optional("backoff") { config.backoff = BackoffSyntax.read(backoff) ?? config.backoff }
+        return config
+    }
+
+    public var json: JSONValue {
+        .object([("budget", budget.json), ("backoff", BackoffSyntax.json(backoff))])
+    }
+}
+
+/// A retry budget: retries may add `percentCanRetry` of the requests of the last `ttlSecs`,
+/// plus `minRetriesPerSec` a second whatever the traffic.
+public struct RetryBudgetConfig: Sendable, Hashable, JSONRepresentable {
+    /// 1–60. Default 10.
+    public var ttlSecs = 10
+    /// 0–1,000,000. Default 10.
+    public var minRetriesPerSec = 10
+    /// 0–1000. Default 0.2.
+    public var percentCanRetry = 0.2
+
+    public init() {}
+
+    static func read(_ node: ConfigNode) -> RetryBudgetConfig {
+        var config = RetryBudgetConfig()
+        guard let m = node.mapping else { return config }
+        defer { m.finish() }
+        config.ttlSecs = m.int("ttlSecs", in: 1...60) ?? config.ttlSecs
+        config.minRetriesPerSec = m.int("minRetriesPerSec", in: 0...1_000_000) ?? config.minRetriesPerSec
+        config.percentCanRetry = m.double("percentCanRetry", in: 0...1000) ?? config.percentCanRetry
+        return config
+    }
+
+    public var json: JSONValue {
+        .object([("ttlSecs", .int(ttlSecs)), ("minRetriesPerSec", .int(minRetriesPerSec)), ("percentCanRetry", .double(percentCanRetry))])
+    }
 }

@@ -3,10 +3,13 @@ import MeshCore
 /// `telemetry[]`: metric and trace exporters.
 public enum TelemeterConfig: Sendable, Hashable, JSONRepresentable {
     case prometheus(PrometheusConfig)
+    /// Keep a sample of recent requests for the admin port's `/requests`: a `sampleRate` share
+    /// (0–1, required) of requests, the last `capacity` of them (1–10,000, default 10).
+    case recentRequests(sampleRate: Double, capacity: Int)
 
-    static let supportedKinds = ["io.l5d.prometheus"]
+    static let supportedKinds = ["io.l5d.prometheus", "io.l5d.recentRequests"]
     static let linkerdKinds = [
-        "io.l5d.influxdb", "io.l5d.statsd", "io.l5d.tracelog", "io.l5d.recentRequests", "io.l5d.zipkin",
+        "io.l5d.influxdb", "io.l5d.statsd", "io.l5d.tracelog", "io.l5d.zipkin",
         "io.l5d.newrelic", "io.l5d.istio", "io.l5d.adminMetricsExport", "io.l5d.commonMetrics",
     ]
 
@@ -19,6 +22,9 @@ public enum TelemeterConfig: Sendable, Hashable, JSONRepresentable {
         }
         m.accepted(["experimental"])
         switch kind {
+        case "io.l5d.recentRequests":
+            let rate = m.required("sampleRate", hint: "the share of requests to keep, e.g. 0.25")?.double(in: 0...1) ?? 0
+            return .recentRequests(sampleRate: rate, capacity: m.int("capacity", in: 1...10_000) ?? 10)
         default:
             var config = PrometheusConfig()
             if let node = m.optional("path"), let path = node.string {
@@ -45,6 +51,8 @@ public enum TelemeterConfig: Sendable, Hashable, JSONRepresentable {
         switch self {
         case .prometheus(let config):
             return .object([("kind", .string("io.l5d.prometheus")), ("path", .string(config.path)), ("prefix", .string(config.prefix))])
+        case .recentRequests(let rate, let capacity):
+            return .object([("kind", .string("io.l5d.recentRequests")), ("sampleRate", .double(rate)), ("capacity", .int(capacity))])
         }
     }
 }

@@ -7,6 +7,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import MeshConfig
 import MeshCore
 import NIOCore
 import NIOHTTP1
@@ -19,6 +20,8 @@ final class Exchange: UpstreamResponseReceiver {
     private let client: BoundClient
     /// The logical name and per-request dtab, for explaining a failure to find endpoints.
     private let route: (name: Path, local: Dtab)
+    /// Response classes, retries and timeouts for this logical name.
+    private let service: ServiceParams
     private let startedAt: UInt64
     private let expectsContinue: Bool
 
@@ -45,13 +48,14 @@ final class Exchange: UpstreamResponseReceiver {
     /// What the exchange says about the endpoint, for failure accrual: nil says nothing.
     private var endpointSucceeded: Bool?
 
-    init(handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming, client: BoundClient, route: (Path, Dtab), start: UInt64) {
+    init(handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming, client: BoundClient, route: (Path, Dtab), service: ServiceParams, start: UInt64) {
         self.handler = handler
         self.clientHead = clientHead
         self.upstreamHead = upstreamHead
         self.framing = framing
         self.client = client
         self.route = route
+        self.service = service
         self.startedAt = start
         self.keepAliveDownstream = clientHead.isKeepAlive
         self.expectsContinue = clientHead.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
@@ -192,12 +196,20 @@ final class Exchange: UpstreamResponseReceiver {
         if handler.closing { keepAliveDownstream = false }
         if !requestEnded && expectsContinue && !bodyReceived { keepAliveDownstream = false }
         status = Int(code)
-        // The default response classes (Linkerd's nonRetryable5XX): a 5xx is the endpoint failing.
-        endpointSucceeded = code < 500
+        let responseClass = service.responseClassifier.classify(
+            method: clientHead.method.rawValue, status: status,
+            upstreamSaysRetryable: head.headers.first(name: "l5d-retryable")?.lowercased() == "true"
+        )
+        endpointSucceeded = responseClass.isSuccess
         responseHeadSent = true
-        handler.write(.head(MessageRewriting.downstreamResponse(
+        var response = MessageRewriting.downstreamResponse(
             from: head, clientVersion: clientHead.version, keepAlive: keepAliveDownstream, clearContext: handler.listener.config.clearContext
-        )))
+        )
+        if !handler.listener.config.clearContext {
+            response.headers.replaceOrAdd(name: "l5d-success-class", value: responseClass.isSuccess ? "1.0" : "0.0")
+            if responseClass.isRetryable { response.headers.replaceOrAdd(name: "l5d-retryable", value: "true") } else { response.headers.remove(name: "l5d-retryable") }
+        }
+        handler.write(.head(response))
     }
 
     func upstreamReceived(body: ByteBuffer) {
@@ -318,6 +330,7 @@ final class Exchange: UpstreamResponseReceiver {
         }
         handler.listener.requestFinished()
         if status > 0 {
+            handler.sampleRecent(clientHead, status: status, elapsed: elapsed, client: client.id.description, endpoint: endpoint?.description ?? "")
             if !routerMetricsRecorded { handler.listener.router.metrics.responded(status: status, nanoseconds: elapsed) }
             client.metrics.responded(status: status, nanoseconds: elapsed)
             entry?.metrics.responded(status: status, nanoseconds: elapsed)

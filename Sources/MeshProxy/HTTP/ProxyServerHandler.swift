@@ -9,6 +9,7 @@
 
 import MeshCore
 import MeshDiscovery
+import MeshTelemetry
 import NIOCore
 import NIOHTTP1
 
@@ -187,7 +188,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             client.touch(now: start)
             let exchange = Exchange(
                 handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, client: client,
-                route: (identification.name, localDtab), start: start
+                route: (identification.name, localDtab), service: router.config.service.params(for: identification.name), start: start
             )
             self.exchange = exchange
             exchange.start()
@@ -202,6 +203,17 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) { closing = true }
         discarding = true
         respond(error, version: head.version, keepAlive: head.isKeepAlive && !closing, start: start)
+        sampleRecent(head, status: Int(error.status.code), elapsed: Int64(NIODeadline.now().uptimeNanoseconds &- start))
+    }
+
+    /// Keeps a sample of finished requests for `io.l5d.recentRequests`.
+    func sampleRecent(_ head: HTTPRequestHead, status: Int, elapsed: Int64, client: String = "", endpoint: String = "") {
+        guard let recent = listener.router.recentRequests, recent.shouldSample(&random) else { return }
+        recent.record(RecentRequests.Entry(
+            uptimeNanos: NIODeadline.now().uptimeNanoseconds, router: listener.router.label, method: head.method.rawValue,
+            uri: head.uri, host: head.headers.first(name: "host") ?? "", status: status, durationNanos: elapsed,
+            client: client, endpoint: endpoint
+        ))
     }
 
     /// Writes a response made by meshd: status, `l5d-err`, and the reason as a one-line body.

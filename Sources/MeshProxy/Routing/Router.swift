@@ -39,8 +39,11 @@ public final class Router: Sendable {
     private let bindings: NIOLockedValueBox<LRUCache<BindingKey, Cached>>
     private let clients: NIOLockedValueBox<LRUCache<Path, BoundClient>>
 
-    init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics) {
+    let recentRequests: RecentRequests?
+
+    init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, recentRequests: RecentRequests? = nil) {
         self.config = config
+        self.recentRequests = recentRequests
         self.namers = namers
         self.meshMetrics = metrics
         self.identifier = Identifier(kinds: config.identifiers, dstPrefix: config.dstPrefix)
