@@ -43,8 +43,10 @@ def ensure_tools():
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk", "nginx-light"], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def start_nginx(workdir: Path):
-    port = free_port()
+def start_nginx(workdir: Path, ports=None):
+    ports = ports or [free_port()]
+    port = ports[0]
+    listens = "\n".join(f"        listen 127.0.0.1:{p};" for p in ports)
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;
@@ -56,7 +58,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 120s;
     server {{
-        listen 127.0.0.1:{port};
+{listens}
         location / {{ return 200 "ok"; }}
     }}
 }}
@@ -179,8 +181,9 @@ def main():
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--short", action="store_true", help="2 rounds of 5 s")
-    parser.add_argument("--scenario", choices=["direct", "dtab"], default="direct",
-                        help="direct: meshd vs a direct connection; dtab: a 20-dentry dtab vs a 1-dentry one")
+    parser.add_argument("--scenario", choices=["direct", "dtab", "balancers"], default="direct",
+                        help="direct: meshd vs a direct connection; dtab: a 20-dentry dtab vs a 1-dentry one; "
+                             "balancers: each load balancer over 10 endpoints")
     args = parser.parse_args()
     if args.short:
         args.rounds, args.duration = 2, 5
@@ -194,6 +197,8 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="meshd-bench-"))
     if args.scenario == "dtab":
         return dtab_scenario(args, binary, workdir)
+    if args.scenario == "balancers":
+        return balancer_scenario(args, binary, workdir)
     nginx, upstream_port = start_nginx(workdir)
     meshd, meshd_address = start_meshd(binary, workdir, upstream_port)
     try:
@@ -235,6 +240,81 @@ def main():
         cpu_text = f"{cpu:.1f}" if cpu is not None else "—"
         print(f"| {name} | {rps:,.0f} | {ratio:.2f} | {p50:.3f} | {p99:.3f} | {cpu_text} | {errors} |")
     print(f"\nmeshd RSS: idle {idle_rss:.1f} MB, under load (peak) {median('meshd', 'rss_peak'):.1f} MB")
+
+
+BALANCERS = {
+    "p2c": "{kind: p2c}",
+    "ewma": "{kind: ewma}",
+    "aperture": "{kind: aperture}",
+    "heap": "{kind: heap}",
+    "roundRobin": "{kind: roundRobin}",
+}
+
+
+def balancer_scenario(args, binary, workdir):
+    """One meshd with a router per load balancer, each over the same 10 endpoints (one nginx
+    worker listening on 10 ports), measured in turn, interleaved."""
+    ports = [free_port() for _ in range(10)]
+    nginx, _ = start_nginx(workdir, ports)
+    (workdir / "disco").mkdir()
+    (workdir / "disco" / "bench").write_text("".join(f"127.0.0.1 {port}\n" for port in ports))
+    routers = "".join(f"""
+- protocol: http
+  label: {name}
+  dtab: /svc => /#/io.l5d.fs;
+  client:
+    loadBalancer: {kind}
+  servers: [{{ip: 127.0.0.1, port: 0}}]
+""" for name, kind in BALANCERS.items())
+    config = workdir / "balancers.yaml"
+    config.write_text(f"admin: {{ip: 127.0.0.1, port: 0}}\nnamers:\n- kind: io.l5d.fs\n  rootDir: {workdir / 'disco'}\nrouters:{routers}")
+    proc = subprocess.Popen([binary, "run", "--config", str(config), "--log-format", "json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    admin = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and admin is None:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("msg") == "meshd ready":
+            admin = event["meshd.admin"]
+    if admin is None:
+        proc.kill()
+        raise SystemExit("meshd did not start")
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    listeners = json.loads(urllib.request.urlopen(f"http://{admin}/admin/listeners.json").read())["routers"]
+    results = {name: [] for name in BALANCERS}
+    try:
+        for name in BALANCERS:
+            url = f"http://{listeners[name][0]}/"
+            wait_http(url, {"Host": "bench"})
+            run_wrk(url, "bench", args.threads, args.connections, 2, watch_pid=proc.pid)
+        for _ in range(args.rounds):
+            for name in BALANCERS:
+                results[name].append(run_wrk(f"http://{listeners[name][0]}/", "bench", args.threads, args.connections,
+                                             args.duration, watch_pid=proc.pid))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        nginx.send_signal(signal.SIGQUIT)
+        proc.wait(30)
+        nginx.wait(30)
+    base = statistics.median(run["rps"] for run in results["p2c"])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"\n### load balancers over 10 endpoints — {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {os.cpu_count()} cores")
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds interleaved, medians; "
+          "one nginx worker listening on 10 ports\n")
+    print("| balancer | req/s | × p2c | p50 ms | p99 ms | meshd CPU µs/req | non-2xx |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in BALANCERS:
+        runs = results[name]
+        rps = statistics.median(run["rps"] for run in runs)
+        print(f"| {name} | {rps:,.0f} | {rps / base:.3f} | {statistics.median(r['p50'] for r in runs):.3f} | "
+              f"{statistics.median(r['p99'] for r in runs):.3f} | {statistics.median(r['cpu_us_per_request'] for r in runs):.1f} | "
+              f"{sum(r['errors'] for r in runs)} |")
 
 
 def dtab_scenario(args, binary, workdir):

@@ -149,9 +149,16 @@ public final class Linker: Sendable {
         for router in routers { router.close() }
     }
 
-    /// The io.l5d.fs interpreter's file changed: route with its new dtab, or keep the last good one.
+    /// The io.l5d.fs interpreter's file may have changed: route with its new dtab, or keep the
+    /// last good one. A broken file is reported once per change, not on every rescan.
     static func reloadDtabFile(_ file: String, for router: Router, logger: Logger) {
-        switch DtabFile.load(file) {
+        let result = DtabFile.load(file)
+        let fingerprint = "\(result)"
+        guard router.dtabFileFingerprint.withLockedValue({ last in
+            defer { last = fingerprint }
+            return last != fingerprint
+        }) else { return }
+        switch result {
         case .success(let dtab):
             if dtab + router.config.dtab != router.dtab.value {
                 router.fileDtabChanged(dtab)

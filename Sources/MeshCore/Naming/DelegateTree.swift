@@ -98,6 +98,11 @@ extension Delegator {
             return .exception(path: path, dentry: dentry, message: "delegation exceeded \(maxDepth) rewrites (is there a dtab loop?)")
         }
         let matches = dtab.matches(path)
+        // As in `lookup`: a lone `~` result is no answer at all, and the namers are asked; only
+        // if they do not bind the path either is it shown as the dentry's `~`.
+        if matches.count == 1, case .neg = matches[0].rewritten, let answer = try? namerLookup(path) {
+            if case .neg = answer {} else { return explainTree(answer, at: path, dentry: dentry, depth: depth) }
+        }
         switch matches.count {
         case 0:
             let answer: NameTree<NamerResult<Bound>>

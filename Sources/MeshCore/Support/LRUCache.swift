@@ -44,6 +44,23 @@ public struct LRUCache<Key: Hashable, Value> {
         return evicted
     }
 
+    /// Stores `value` without evicting anything, even past `capacity`; pair with `evictOldest`.
+    public mutating func insert(_ key: Key, _ value: Value) {
+        clock &+= 1
+        entries[key] = Entry(value: value, lastUse: clock)
+    }
+
+    /// While over capacity, removes the least recently used entries that `canEvict` allows.
+    public mutating func evictOverflow(where canEvict: (Value) -> Bool) -> [(key: Key, value: Value)] {
+        var evicted: [(Key, Value)] = []
+        while entries.count > capacity {
+            guard let oldest = entries.filter({ canEvict($0.value.value) }).min(by: { $0.value.lastUse < $1.value.lastUse }) else { break }
+            entries[oldest.key] = nil
+            evicted.append((oldest.key, oldest.value.value))
+        }
+        return evicted
+    }
+
     @discardableResult
     public mutating func remove(_ key: Key) -> Value? {
         entries.removeValue(forKey: key)?.value

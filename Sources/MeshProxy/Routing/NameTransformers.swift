@@ -39,8 +39,9 @@ final class NameTransformers: Sendable {
         for config in configs {
             switch config {
             case .replace(let path):
-                if case .neg = result { continue }
-                result = try bindConcrete(path)
+                // Only bound names are replaced; names that did not bind (~, !, $) stay as they are.
+                let replacement = try bindConcrete(path)
+                result = result.flatMap { _ in replacement }
             case .const(let path):
                 result = try bindConcrete(path)
             case .localhost:

@@ -24,6 +24,8 @@ public final class Router: Sendable {
     let transformers: NameTransformers
     /// The dtab requests are routed with: the interpreter's file dtab (if any) then the router's.
     public let dtab: Watchable<Dtab>
+    /// What the dtab file last read as, so that an unchanged broken file is reported once.
+    let dtabFileFingerprint = NIOLockedValueBox("")
     private let errorCounters: [ProxyError.Kind: MetricCounter]
 
     struct BindingKey: Hashable, Sendable {
@@ -157,14 +159,17 @@ public final class Router: Sendable {
     func client(for bound: BoundName) -> BoundClient {
         if let existing = clients.withLockedValue({ $0.get(bound.id) }) { return existing }
         let created = BoundClient(bound: bound, routerLabel: label, params: config.client.params(for: bound.id), metrics: meshMetrics)
-        var evicted: BoundClient?
+        var evicted: [BoundClient] = []
         let winner = clients.withLockedValue { clients -> BoundClient in
             if let existing = clients.get(bound.id) { return existing }
-            evicted = clients.set(bound.id, created)?.value
+            clients.insert(bound.id, created)
+            // Over the limit, the least recently used clients with nothing in flight go; busy
+            // ones stay until they are idle.
+            evicted = clients.evictOverflow { $0 !== created && $0.inFlight == 0 }.map(\.value)
             return created
         }
         if winner !== created { created.close() }
-        evicted?.close()
+        for client in evicted { client.close() }
         return winner
     }
 
@@ -173,6 +178,7 @@ public final class Router: Sendable {
         let ttl = UInt64(config.bindingCache.idleTtlSecs) * 1_000_000_000
         let idle = clients.withLockedValue { clients in
             clients.removeAll { _, client in now &- client.lastUsed > ttl && client.inFlight == 0 }
+                + clients.evictOverflow { $0.inFlight == 0 }
         }
         for (_, client) in idle { client.close() }
     }
