@@ -50,6 +50,10 @@ public final class MeshMetrics: Sendable {
         EndpointHealthMetrics(registry: registry, labels: [("router", router), ("client", client), ("endpoint", endpoint)])
     }
 
+    public func service(router: String, service: String) -> ServiceMetrics {
+        ServiceMetrics(registry: registry, labels: [("router", router), ("service", service)])
+    }
+
     public func clientAvailableEndpoints(router: String, client: String) -> Gauge {
         registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints_available", unitName: "", helpText: "Endpoints of a client that failure accrual has not ejected."), labels: [("router", router), ("client", client)])
     }
@@ -119,6 +123,30 @@ public struct RequestMetrics: Sendable {
         registry.unregisterCounter(requests)
         for counter in responses { registry.unregisterCounter(counter) }
         registry.unregisterDurationHistogram(duration)
+    }
+}
+
+/// What happens to the requests of one logical name beyond their first attempt.
+public struct ServiceMetrics: Sendable {
+    public let retries: Counter
+    public let requeues: Counter
+    public let budgetExhausted: Counter
+    private let timeouts: [String: Counter]
+
+    init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+        retries = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_total", unitName: "", helpText: "Requests sent again after a retryable failure, per logical name."), labels: labels)
+        requeues = registry.makeCounter(descriptor: .init(metricName: "meshd_service_requeues_total", unitName: "", helpText: "Requests moved to another endpoint after a connection failure, per logical name."), labels: labels)
+        budgetExhausted = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retry_budget_exhausted_total", unitName: "", helpText: "Retries and requeues refused because the budget was empty."), labels: labels)
+        var timeouts: [String: Counter] = [:]
+        for kind in ["total", "attempt", "deadline", "connect"] {
+            timeouts[kind] = registry.makeCounter(descriptor: .init(metricName: "meshd_service_timeouts_total", unitName: "", helpText: "Timeouts per logical name, by kind (total, attempt, deadline, connect)."), labels: labels + [("kind", kind)])
+        }
+        self.timeouts = timeouts
+    }
+
+    /// `kind`: total, attempt, deadline or connect.
+    public func timedOut(_ kind: String) {
+        timeouts[kind]?.increment()
     }
 }
 

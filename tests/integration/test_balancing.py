@@ -66,18 +66,15 @@ def test_killed_endpoint_is_ejected_then_probed_and_revived(start_meshd, three):
         assert c.count() > 0
         port = c.port
         c.kill()
-        # Until three connection failures eject it, requests to c fail (502); then none do.
-        failures = 0
-        for _ in range(200):
-            if client.get(url, headers={"host": "web"}).status_code == 502:
-                failures += 1
-            if failures == 3:
-                break
-        assert failures == 3
-        for _ in range(50):
-            assert client.get(url, headers={"host": "web"}).status_code == 200, "an ejected endpoint got traffic"
+        # Connections to c are refused; each refused request is requeued to another endpoint (so
+        # the client never sees it), and after three refusals c is ejected and tried no more.
+        for _ in range(150):
+            assert client.get(url, headers={"host": "web"}).status_code == 200
         assert endpoint_state(meshd, port)["status"] == "ejected"
         samples = meshd.metrics()
+        labels = f'router="http",client="/#/io.l5d.fs/web",endpoint="127.0.0.1:{port}"'
+        assert samples[f"meshd_pool_connect_failures_total{{{labels}}}"] == 3
+        assert samples['meshd_service_requeues_total{router="http",service="/svc/web"}'] == 3
         assert samples[f'meshd_endpoint_ejections_total{{router="http",client="/#/io.l5d.fs/web",endpoint="127.0.0.1:{port}"}}'] == 1
         assert samples['meshd_client_endpoints_available{router="http",client="/#/io.l5d.fs/web"}'] == 2
         # It comes back; after the backoff one probe goes to it, succeeds, and it takes traffic again.
@@ -166,9 +163,11 @@ def test_fail_fast_answers_503_when_every_endpoint_is_ejected(start_meshd):
             response = client.get(url, headers={"host": "web"})
             statuses.append(response.status_code)
         last = client.get(url, headers={"host": "web"})
-    assert statuses[:3] == [502, 502, 502], statuses
-    assert set(statuses[3:]) == {503}
+    # The first request tries each endpoint in turn (requeues), ejecting all three; from then on
+    # every request is refused at once.
+    assert set(statuses) == {503}, statuses
     assert "ejected by failure accrual (failFast)" in last.headers["l5d-err"]
+    assert sum(value for key, value in meshd.metrics().items() if key.startswith("meshd_pool_connect_failures_total")) == 3
     assert "/#/io.l5d.fs/web" in last.headers["l5d-err"]
     # Without failFast, meshd keeps trying the least bad endpoint.
     slow = start_meshd(client_config(accrual), disco={"web": disco})

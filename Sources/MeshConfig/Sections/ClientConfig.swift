@@ -96,6 +96,16 @@ public struct ClientParams: Sendable, Hashable, JSONRepresentable {
     /// When every endpoint is ejected, answer 503 at once instead of trying the least bad one.
     /// Default false.
     public var failFast = false
+    /// Each attempt (the first and every retry) must get its response head within this, in ms,
+    /// 1–3,600,000. Default: none (nil).
+    public var requestAttemptTimeoutMs: Int?
+    /// Connection failures before a request was sent go to another endpoint under this budget.
+    public var requeueBudget = RetryBudgetConfig()
+    /// Upstream connections: closed after `idleTimeMs` unused and retired after `lifeTimeMs`.
+    public var clientSession = SessionConfig()
+    /// Opening a connection to an endpoint may take this long, in ms, 1–600,000. Default 1,000
+    /// (Finagle's). A meshd extension.
+    public var connectTimeoutMs = 1000
 
     public init() {}
 
@@ -104,6 +114,10 @@ public struct ClientParams: Sendable, Hashable, JSONRepresentable {
         if let balancer = overrides.loadBalancer { loadBalancer = balancer }
         if let accrual = overrides.failureAccrual { failureAccrual = accrual }
         if let failFast = overrides.failFast { self.failFast = failFast }
+        if let value = overrides.requestAttemptTimeoutMs { requestAttemptTimeoutMs = value }
+        if let value = overrides.requeueBudget { requeueBudget = value }
+        if let value = overrides.clientSession { clientSession = value }
+        if let value = overrides.connectTimeoutMs { connectTimeoutMs = value }
     }
 
     public var json: JSONValue {
@@ -112,7 +126,34 @@ public struct ClientParams: Sendable, Hashable, JSONRepresentable {
             ("loadBalancer", LoadBalancerSyntax.json(loadBalancer)),
             ("failureAccrual", failureAccrual.json),
             ("failFast", .bool(failFast)),
+            ("requestAttemptTimeoutMs", requestAttemptTimeoutMs.map { .int($0) } ?? .null),
+            ("requeueBudget", requeueBudget.json),
+            ("clientSession", clientSession.json),
+            ("connectTimeoutMs", .int(connectTimeoutMs)),
         ])
+    }
+}
+
+/// `clientSession` / `serverSession`: how long a connection may stay idle, and live at all.
+public struct SessionConfig: Sendable, Hashable, JSONRepresentable {
+    /// Closed after this long without a request, in ms, 1–2,147,483,647. Default: never (nil).
+    public var idleTimeMs: Int?
+    /// Closed (after the request in progress) once this old, in ms, 1–2,147,483,647. Default: never.
+    public var lifeTimeMs: Int?
+
+    public init() {}
+
+    static func read(_ node: ConfigNode) -> SessionConfig {
+        var config = SessionConfig()
+        guard let m = node.mapping else { return config }
+        defer { m.finish() }
+        config.idleTimeMs = m.int("idleTimeMs", in: 1...Int(Int32.max))
+        config.lifeTimeMs = m.int("lifeTimeMs", in: 1...Int(Int32.max))
+        return config
+    }
+
+    public var json: JSONValue {
+        .object([("idleTimeMs", idleTimeMs.map { .int($0) } ?? .null), ("lifeTimeMs", lifeTimeMs.map { .int($0) } ?? .null)])
     }
 }
 
@@ -122,6 +163,10 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
     public var loadBalancer: BalancerKind?
     public var failureAccrual: FailureAccrualConfig?
     public var failFast: Bool?
+    public var requestAttemptTimeoutMs: Int?
+    public var requeueBudget: RetryBudgetConfig?
+    public var clientSession: SessionConfig?
+    public var connectTimeoutMs: Int?
 
     static func read(_ m: ConfigMapping) -> ClientOverrides {
         var overrides = ClientOverrides()
@@ -129,8 +174,11 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
         if let balancer = m.optional("loadBalancer") { overrides.loadBalancer = LoadBalancerSyntax.read(balancer) }
         if let accrual = m.optional("failureAccrual") { overrides.failureAccrual = FailureAccrualConfig.read(accrual) }
         overrides.failFast = m.bool("failFast")
+        overrides.requestAttemptTimeoutMs = m.int("requestAttemptTimeoutMs", in: 1...3_600_000)
+        if let budget = m.optional("requeueBudget") { overrides.requeueBudget = RetryBudgetConfig.read(budget) }
+        if let session = m.optional("clientSession") { overrides.clientSession = SessionConfig.read(session) }
+        overrides.connectTimeoutMs = m.int("connectTimeoutMs", in: 1...600_000)
         m.unsupported(["tls"], "client TLS is not implemented yet")
-        m.unsupported(["requestAttemptTimeoutMs", "requeueBudget", "clientSession"], "client timeouts and requeues are not implemented yet")
         m.unsupported(["socketOptions", "requestAuthorizers", "forwardClientCert", "engine"], "remove it")
         return overrides
     }
@@ -141,6 +189,10 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
         if let loadBalancer { pairs.append(("loadBalancer", LoadBalancerSyntax.json(loadBalancer))) }
         if let failureAccrual { pairs.append(("failureAccrual", failureAccrual.json)) }
         if let failFast { pairs.append(("failFast", .bool(failFast))) }
+        if let requestAttemptTimeoutMs { pairs.append(("requestAttemptTimeoutMs", .int(requestAttemptTimeoutMs))) }
+        if let requeueBudget { pairs.append(("requeueBudget", requeueBudget.json)) }
+        if let clientSession { pairs.append(("clientSession", clientSession.json)) }
+        if let connectTimeoutMs { pairs.append(("connectTimeoutMs", .int(connectTimeoutMs))) }
         return .object(pairs)
     }
 }

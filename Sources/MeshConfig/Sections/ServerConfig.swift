@@ -15,6 +15,11 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
     /// Refuse a request whose `Via` header already lists this many hops (loop protection).
     /// 1–10,000. Default 1,000.
     public var maxCallDepth: Int = 1000
+    /// Every request on this listener, retries included, must get its response head within
+    /// this, in ms, 1–3,600,000. Default: none (nil).
+    public var timeoutMs: Int?
+    /// Client connections: closed after `idleTimeMs` without a request, and after `lifeTimeMs`.
+    public var serverSession = SessionConfig()
     public var origin: ConfigOrigin = .builtIn
 
     init(defaultPort: Int) { self.port = defaultPort }
@@ -28,10 +33,11 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         config.maxConcurrentRequests = m.int("maxConcurrentRequests", in: 1...Int(Int32.max))
         config.clearContext = m.bool("clearContext") ?? false
         config.maxCallDepth = m.int("maxCallDepth", in: 1...10_000) ?? config.maxCallDepth
+        config.timeoutMs = m.int("timeoutMs", in: 1...3_600_000)
+        if let session = m.optional("serverSession") { config.serverSession = SessionConfig.read(session) }
         m.accepted(["label"])
         m.unsupported(["tls"], "TLS listeners are not implemented yet")
         m.unsupported(["announce"], "meshd has no announcers")
-        m.unsupported(["timeoutMs", "serverSession"], "server timeouts are not implemented yet; remove it")
         m.unsupported(["socketOptions", "addForwardedHeader", "timestampHeader", "engine"], "remove it")
         m.finish()
         return config
@@ -45,6 +51,8 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         pairs.append(("maxConcurrentRequests", maxConcurrentRequests.map { .int($0) } ?? .null))
         pairs.append(("clearContext", .bool(clearContext)))
         pairs.append(("maxCallDepth", .int(maxCallDepth)))
+        pairs.append(("timeoutMs", timeoutMs.map { .int($0) } ?? .null))
+        pairs.append(("serverSession", serverSession.json))
         return .object(pairs)
     }
 }

@@ -41,6 +41,8 @@ final class BoundClient: Sendable {
     private let lastUse = Atomic<UInt64>(0)
     /// Requests picked and not yet finished.
     private let outstanding = Atomic<Int>(0)
+    /// Connection failures before a request was sent may move it to another endpoint, within this.
+    private let requeueBudget: NIOLockedValueBox<RetryBudget>
 
     init(bound: BoundName, routerLabel: String, params: ClientParams, metrics: MeshMetrics) {
         self.id = bound.id
@@ -56,6 +58,10 @@ final class BoundClient: Sendable {
             backoff: Backoff(params.failureAccrual.backoff), failFast: params.failFast
         )
         self.state = NIOLockedValueBox(State(balancer: balancer, random: SplitMix64(seed: seed.next())))
+        let requeue = params.requeueBudget
+        self.requeueBudget = NIOLockedValueBox(RetryBudget(
+            ttlSeconds: requeue.ttlSecs, minRetriesPerSecond: requeue.minRetriesPerSec, percentCanRetry: requeue.percentCanRetry
+        ))
         let observation = bound.addr.observe { [weak self] addr in self?.update(addr) }
         self.observation.withLockedValue { $0 = observation }
     }
@@ -113,9 +119,15 @@ final class BoundClient: Sendable {
         state.withLockedValue { if case .pending = $0.addr { return true } else { return false } }
     }
 
-    /// Marks the client used at `now` (uptime nanoseconds).
+    /// Marks the client used at `now` (uptime nanoseconds); the request earns its share of requeues.
     func touch(now: UInt64) {
         lastUse.store(now, ordering: .relaxed)
+        requeueBudget.withLockedValue { $0.deposit(now: now) }
+    }
+
+    /// Takes a requeue from the budget.
+    func tryRequeue(now: UInt64) -> Bool {
+        requeueBudget.withLockedValue { $0.tryWithdraw(now: now) }
     }
 
     var lastUsed: UInt64 { lastUse.load(ordering: .relaxed) }
@@ -186,8 +198,9 @@ final class BoundClient: Sendable {
         let endpointPool = try EndpointPool(
             endpoint: endpoint,
             limits: limits,
-            idleTime: pool.idleTimeMs.map { .milliseconds(Int64($0)) },
-            connectTimeout: .seconds(5),
+            idleTime: [pool.idleTimeMs, params.clientSession.idleTimeMs].compactMap { $0 }.min().map { .milliseconds(Int64($0)) },
+            connectTimeout: .milliseconds(Int64(params.connectTimeoutMs)),
+            lifeTime: params.clientSession.lifeTimeMs.map { .milliseconds(Int64($0)) },
             metrics: meshMetrics.pool(router: routerLabel, client: id.description, endpoint: endpoint.description)
         )
         return Entry(

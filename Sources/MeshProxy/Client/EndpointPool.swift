@@ -47,14 +47,17 @@ final class EndpointPool: Sendable {
     let socketAddress: SocketAddress
     private let idleTime: TimeAmount?
     private let connectTimeout: TimeAmount
+    /// Connections older than this are closed when they come back instead of being reused.
+    private let lifeTime: TimeAmount?
     private let metrics: PoolMetrics
     private let state: NIOLockedValueBox<State>
 
-    init(endpoint: Endpoint, limits: Machine.Limits, idleTime: TimeAmount?, connectTimeout: TimeAmount, metrics: PoolMetrics) throws {
+    init(endpoint: Endpoint, limits: Machine.Limits, idleTime: TimeAmount?, connectTimeout: TimeAmount, lifeTime: TimeAmount? = nil, metrics: PoolMetrics) throws {
         self.endpoint = endpoint
         self.socketAddress = try SocketAddress(ipAddress: endpoint.host, port: endpoint.port)
         self.idleTime = idleTime
         self.connectTimeout = connectTimeout
+        self.lifeTime = lifeTime
         self.metrics = metrics
         self.state = NIOLockedValueBox(State(machine: Machine(limits: limits)))
     }
@@ -92,8 +95,9 @@ final class EndpointPool: Sendable {
     /// An exchange is done with `connection`.
     func release(_ connection: PooledConnection, reusable: Bool) {
         var closeIt = false
+        let tooOld = lifeTime.map { NIODeadline.now() - connection.openedAt >= $0 } ?? false
         let effects = withState { state -> [Machine.Action] in
-            let reuse = reusable && !state.draining
+            let reuse = reusable && !state.draining && !tooOld
             if !reuse {
                 state.connections.removeValue(forKey: connection.id)
                 closeIt = true
@@ -223,7 +227,8 @@ final class EndpointPool: Sendable {
                     established(channel, for: waiterID)
                 case .failure(let error):
                     metrics.connectFailures.increment()
-                    let reason = ProxyError(.connectFailed, "cannot connect to \(endpoint): \(ConnectErrorText.describe(error))", retryable: true)
+                    let timedOut = ConnectErrorText.isTimeout(error)
+                    let reason = ProxyError(.connectFailed, "cannot connect to \(endpoint): \(ConnectErrorText.describe(error))", retryable: true, connectTimedOut: timedOut)
                     let effects = withState({ state in state.machine.connectFailed(for: waiterID) }, error: reason)
                     perform(effects)
                 }
@@ -246,7 +251,7 @@ final class EndpointPool: Sendable {
             }
             let id = state.nextConnection
             state.nextConnection += 1
-            state.connections[id] = PooledConnection(id: id, channel: channel, handler: handler)
+            state.connections[id] = PooledConnection(id: id, channel: channel, handler: handler, openedAt: NIODeadline.now())
             handler.onIdleClose = { [weak self] in self?.idleConnectionClosed(id) }
             return [state.machine.connectionEstablished(id, on: LoopKey(channel.eventLoop), for: waiterID, waiterStillWants: state.waiters[waiterID] != nil)]
         }, error: drained)
@@ -264,6 +269,13 @@ final class EndpointPool: Sendable {
 }
 
 enum ConnectErrorText {
+    static func isTimeout(_ error: any Error) -> Bool {
+        if let channelError = error as? ChannelError, case .connectTimeout = channelError { return true }
+        if let io = error as? IOError, io.errnoCode == ETIMEDOUT { return true }
+        if let multiple = error as? NIOConnectionError { return multiple.connectionErrors.contains { isTimeout($0.error) } }
+        return false
+    }
+
     static func describe(_ error: any Error) -> String {
         if let io = error as? IOError {
             switch io.errnoCode {

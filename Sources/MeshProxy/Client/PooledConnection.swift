@@ -8,10 +8,12 @@ final class PooledConnection: Sendable {
     let channel: any Channel
     /// The connection's handler; only touched on `channel.eventLoop`.
     let handler: NIOLoopBound<UpstreamHandler>
+    let openedAt: NIODeadline
 
-    init(id: Int, channel: any Channel, handler: UpstreamHandler) {
+    init(id: Int, channel: any Channel, handler: UpstreamHandler, openedAt: NIODeadline) {
         self.id = id
         self.channel = channel
+        self.openedAt = openedAt
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
     }
 

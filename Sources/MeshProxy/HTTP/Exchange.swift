@@ -1,8 +1,22 @@
-// One request on its way through: waits for discovery if the name is still resolving, picks an
-// endpoint, leases a connection from that endpoint's pool, streams the request up and the
-// response down, and on the way out returns the connection, releases the balancer's load and
-// records the metrics. Loop-confined: everything runs on the client connection's event loop,
-// which is also the loop of every connection it leases.
+// One request on its way through, over one or more attempts. Each attempt picks an endpoint,
+// leases a connection from that endpoint's pool, streams the request up and the response down.
+//
+// Around the attempts sit the service's policies, in this order:
+// - a deadline for the response head: the earliest of `totalTimeoutMs`, the listener's
+//   `timeoutMs` and the caller's `l5d-ctx-deadline`; when it passes, the attempt in flight is
+//   cancelled and the caller gets 504. No attempt starts after it, and the next hop is told the
+//   (shrunk) deadline;
+// - `requestAttemptTimeoutMs` per attempt;
+// - requeues: a connection that could not be opened means the request was never sent, so it
+//   moves to another endpoint, under the client's requeue budget, whatever its method;
+// - retries: a response (or a failed exchange) the classifier calls retryable is dropped and the
+//   request sent again after the backoff, under the service's retry budget — but only when the
+//   whole request body is held (it ended, within `retryBufferSize`). Larger or still-streaming
+//   bodies are never replayed. A retry prefers an endpoint not tried yet.
+//
+// Each attempt's outcome feeds the balancer (load, latency, failure accrual) as it ends.
+// Loop-confined: everything runs on the client connection's event loop, which is also the loop
+// of every connection it leases.
 
 #if canImport(Glibc)
 import Glibc
@@ -20,35 +34,60 @@ final class Exchange: UpstreamResponseReceiver {
     private let client: BoundClient
     /// The logical name and per-request dtab, for explaining a failure to find endpoints.
     private let route: (name: Path, local: Dtab)
-    /// Response classes, retries and timeouts for this logical name.
-    private let service: ServiceParams
+    private let service: ServiceState
     private let startedAt: UInt64
     private let expectsContinue: Bool
+    /// By when (uptime ns) the response head must arrive, and why: "total", "deadline".
+    private let deadline: (at: UInt64, kind: String, description: String)?
+    /// The caller's deadline, to pass on (shrunk) to the next hop.
+    private let callerDeadline: Deadline?
 
     private enum Phase {
         case resolving
         case leasing(pool: EndpointPool, waiter: Int)
         case connected(PooledConnection, UpstreamHandler)
+        /// Reading away a retryable failure response before trying again.
+        case discarding(PooledConnection, UpstreamHandler)
+        case backingOff(Scheduled<Void>)
         case finished
     }
 
     private var phase: Phase = .resolving
+    // The current attempt.
     private var endpoint: Endpoint?
     private var entry: BoundClient.Entry?
-    /// Request parts that arrived before a connection was ready.
-    private var pending: [HTTPClientRequestPart] = []
+    private var attemptStartedAt: UInt64 = 0
+    private var attemptOpen = false
+    private var attemptTimer: Scheduled<Void>?
+    private var deadlineTimer: Scheduled<Void>?
+    private var tried: Set<Endpoint.Address> = []
+    /// Requeues this request has had; at most `maxRequeues`, whatever the budget says.
+    private var requeues = 0
+    private static let maxRequeues = 3
+    private var backoff: Backoff
+    // The request body: parts not yet sent on this attempt, and, while the body fits the retry
+    // buffer, the parts already sent (so that a retry can send them again).
+    private var body: [ByteBuffer] = []
+    private var sentParts = 0
+    private var bodyBytes = 0
+    private var keepForReplay = true
+    private var trailers: HTTPHeaders?
     private var requestEnded = false
     private var requestSent = false
     private var bodyReceived = false
+    // The response.
     private var responseHeadSent = false
     private var keepAliveDownstream: Bool
     private var status = 0
     /// Retries left when a reused connection turns out to be closed before any response.
     private var staleRetries = 2
-    /// What the exchange says about the endpoint, for failure accrual: nil says nothing.
+    /// What the final attempt says about its endpoint, for failure accrual: nil says nothing.
     private var endpointSucceeded: Bool?
 
-    init(handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming, client: BoundClient, route: (Path, Dtab), service: ServiceParams, start: UInt64) {
+    init(
+        handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming,
+        client: BoundClient, route: (Path, Dtab), service: ServiceState, callerDeadline: Deadline?, start: UInt64
+    ) {
         self.handler = handler
         self.clientHead = clientHead
         self.upstreamHead = upstreamHead
@@ -57,16 +96,41 @@ final class Exchange: UpstreamResponseReceiver {
         self.route = route
         self.service = service
         self.startedAt = start
+        self.callerDeadline = callerDeadline
         self.keepAliveDownstream = clientHead.isKeepAlive
         self.expectsContinue = clientHead.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+        self.backoff = Backoff(service.params.retries.backoff)
+        var candidates: [(UInt64, String, String)] = []
+        if let total = service.params.totalTimeoutMs {
+            candidates.append((start &+ UInt64(total) * 1_000_000, "total", "the total timeout of \(total) ms"))
+        }
+        if let server = handler.listener.config.timeoutMs {
+            candidates.append((start &+ UInt64(server) * 1_000_000, "total", "the listener's timeout of \(server) ms"))
+        }
+        if let callerDeadline {
+            let remaining = max(0, callerDeadline.deadline - WallClock.nanoseconds())
+            candidates.append((start &+ UInt64(remaining), "deadline", "the request's l5d-ctx-deadline"))
+        }
+        self.deadline = candidates.min { $0.0 < $1.0 }.map { (at: $0.0, kind: $0.1, description: $0.2) }
     }
 
     private var eventLoop: any EventLoop { handler.context!.eventLoop }
+    private var now: UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     // MARK: starting
 
     func start() {
         client.metrics.requests.increment()
+        service.requestStarted(now: startedAt)
+        if let deadline {
+            guard deadline.at > now else {
+                timedOut()
+                return
+            }
+            deadlineTimer = eventLoop.assumeIsolated().scheduleTask(deadline: NIODeadline.uptimeNanoseconds(deadline.at)) { [self] in
+                timedOut()
+            }
+        }
         guard client.isPending else {
             pickAndLease()
             return
@@ -83,18 +147,38 @@ final class Exchange: UpstreamResponseReceiver {
         }
     }
 
+    /// Picks an endpoint, preferring one this request has not tried, and asks its pool for a
+    /// connection.
     private func pickAndLease() {
-        switch client.pick(now: NIODeadline.now().uptimeNanoseconds) {
-        case .failure(.noEndpoints(let reason)):
-            fail(handler.listener.router.explainNoEndpoints(route.name, local: route.local, client: client, reason: reason))
-        case .failure(.invalidAddress(let error)):
-            fail(error)
-        case .success(let (endpoint, entry)):
-            self.endpoint = endpoint
-            self.entry = entry
-            entry.metrics.requests.increment()
-            lease(from: entry.pool)
+        var picked: (Endpoint, BoundClient.Entry)?
+        picking: for _ in 0..<3 {
+            switch client.pick(now: now) {
+            case .failure(.noEndpoints(let reason)):
+                if picked != nil { break picking }
+                fail(handler.listener.router.explainNoEndpoints(route.name, local: route.local, client: client, reason: reason))
+                return
+            case .failure(.invalidAddress(let error)):
+                if picked != nil { break picking }
+                fail(error)
+                return
+            case .success(let (endpoint, entry)):
+                if let previous = picked { client.finished(previous.0.address, entry: previous.1, success: nil, latency: 0, now: now) }
+                picked = (endpoint, entry)
+            }
+            if !tried.contains(picked!.0.address) { break picking }
         }
+        guard let (endpoint, entry) = picked else { return }
+        self.endpoint = endpoint
+        self.entry = entry
+        attemptStartedAt = now
+        attemptOpen = true
+        entry.metrics.requests.increment()
+        if let attemptTimeout = client.params.requestAttemptTimeoutMs {
+            attemptTimer = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(attemptTimeout))) { [self] in
+                attemptTimedOut(after: attemptTimeout)
+            }
+        }
+        lease(from: entry.pool)
     }
 
     private func lease(from pool: EndpointPool) {
@@ -109,9 +193,28 @@ final class Exchange: UpstreamResponseReceiver {
             case .success(let connection):
                 connected(connection, pool: pool)
             case .failure(let error):
-                fail(error as? ProxyError ?? ProxyError(.connectFailed, "cannot connect to \(endpoint.map(\.description) ?? "?"): \(error)", retryable: true))
+                let proxyError = error as? ProxyError ?? ProxyError(.connectFailed, "cannot connect to \(endpoint.map(\.description) ?? "?"): \(error)", retryable: true)
+                leaseFailed(proxyError)
             }
         }
+    }
+
+    /// No connection: a connect failure was never a sent request, so it may go elsewhere.
+    private func leaseFailed(_ error: ProxyError) {
+        guard error.kind == .connectFailed else {
+            fail(error)
+            return
+        }
+        if error.connectTimedOut { service.metrics.timedOut("connect") }
+        endAttempt(success: false)
+        if let address = endpoint?.address { tried.insert(address) }
+        if requeues < Self.maxRequeues, !deadlinePassed, client.tryRequeue(now: now) {
+            requeues += 1
+            service.metrics.requeues.increment()
+            pickAndLease()
+            return
+        }
+        fail(error)
     }
 
     private func connected(_ connection: PooledConnection, pool: EndpointPool) {
@@ -123,14 +226,36 @@ final class Exchange: UpstreamResponseReceiver {
         }
         upstream.attach(self)
         phase = .connected(connection, upstream)
-        upstream.send(.head(upstreamHead))
-        for part in pending {
-            upstream.send(part)
-            if case .end = part { requestSent = true }
+        upstream.send(.head(attemptHead()))
+        for part in body[sentParts...] { upstream.send(.body(.byteBuffer(part))) }
+        sentParts = body.count
+        if !keepForReplay {
+            body.removeAll()
+            sentParts = 0
         }
-        pending.removeAll()
+        if requestEnded {
+            upstream.send(.end(trailers))
+            requestSent = true
+        }
         upstream.flush()
         handler.resumeReads()
+    }
+
+    /// The request head for this attempt: the earliest of the caller's deadline, ours and this
+    /// attempt's goes along, so that the next hop does not work past it.
+    private func attemptHead() -> HTTPRequestHead {
+        var head = upstreamHead
+        let current = now
+        var limits: [UInt64] = deadline.map { [$0.at] } ?? []
+        if let attemptTimeout = client.params.requestAttemptTimeoutMs { limits.append(current &+ UInt64(attemptTimeout) * 1_000_000) }
+        var passOn = callerDeadline
+        if let earliest = limits.min() {
+            let wallNow = WallClock.nanoseconds()
+            let ours = wallNow + Int64(earliest &- min(earliest, current))
+            passOn = passOn?.tightened(to: ours) ?? Deadline(timestamp: wallNow, deadline: ours)
+        }
+        if let passOn { head.headers.replaceOrAdd(name: "l5d-ctx-deadline", value: passOn.headerValue(now: WallClock.nanoseconds())) }
+        return head
     }
 
     // MARK: the request
@@ -138,30 +263,41 @@ final class Exchange: UpstreamResponseReceiver {
     /// Whether reads from the client should wait: no connection yet, or the upstream is full.
     var holdsClientReads: Bool {
         switch phase {
-        case .resolving, .leasing: return true
+        case .resolving, .leasing, .backingOff: return true
         case .connected(_, let upstream): return !upstream.isWritable
-        case .finished: return false
+        case .discarding, .finished: return false
         }
     }
 
-    func requestBody(_ body: ByteBuffer) {
+    func requestBody(_ part: ByteBuffer) {
         bodyReceived = true
-        switch phase {
-        case .connected(_, let upstream): upstream.send(.body(.byteBuffer(body)))
-        case .resolving, .leasing: pending.append(.body(.byteBuffer(body)))
-        case .finished: break
+        bodyBytes += part.readableBytes
+        body.append(part)
+        if keepForReplay && bodyBytes > service.params.retryBufferBytes {
+            // Too large to keep: this request will not be replayed; drop what was sent.
+            keepForReplay = false
+            body.removeFirst(sentParts)
+            sentParts = 0
+        }
+        guard case .connected(_, let upstream) = phase else { return }
+        upstream.send(.body(.byteBuffer(part)))
+        if keepForReplay {
+            sentParts = body.count
+        } else {
+            body.removeAll()
         }
     }
 
     func requestEnd(_ trailers: HTTPHeaders?) {
         requestEnded = true
+        self.trailers = trailers
         switch phase {
         case .connected(_, let upstream):
             upstream.send(.end(trailers))
             requestSent = true
             upstream.flush()
-        case .resolving, .leasing:
-            pending.append(.end(trailers))
+        case .resolving, .leasing, .backingOff, .discarding:
+            break
         case .finished:
             // Answered before the request was complete; the rest was dropped.
             handler.exchangeFinished(self, closeConnection: !keepAliveDownstream, requestEnded: true)
@@ -176,11 +312,20 @@ final class Exchange: UpstreamResponseReceiver {
         if case .connected(_, let upstream) = phase { upstream.resumeReading() }
     }
 
+    /// Whether a retryable failure may be retried now; takes the retry from the budget.
+    private func mayRetry() -> Bool {
+        guard !responseHeadSent, requestEnded, keepForReplay, !deadlinePassed else { return false }
+        return service.tryRetry(now: now)
+    }
+
+    private var deadlinePassed: Bool { deadline.map { now >= $0.at } ?? false }
+
     // MARK: the response (UpstreamResponseReceiver)
 
     var downstreamIsWritable: Bool { handler.isWritable }
 
     func upstreamReceived(head: HTTPResponseHead) {
+        guard case .connected(let connection, let upstream) = phase else { return }
         let code = head.status.code
         if code < 200 && code != 101 {
             // 100 Continue and friends go to HTTP/1.1 clients; there are more heads to come.
@@ -191,15 +336,22 @@ final class Exchange: UpstreamResponseReceiver {
             upstreamFailed(ProtocolSwitchRefused())
             return
         }
+        attemptTimer?.cancel()
+        let responseClass = service.params.responseClassifier.classify(
+            method: clientHead.method.rawValue, status: Int(code),
+            upstreamSaysRetryable: head.headers.first(name: "l5d-retryable")?.lowercased() == "true"
+        )
+        if responseClass.isRetryable, mayRetry() {
+            endAttempt(success: false)
+            phase = .discarding(connection, upstream)
+            return
+        }
+        deadlineTimer?.cancel()
         let framedByLength = head.headers.contains(name: "content-length") || !head.status.mayHaveResponseBody || clientHead.method == .HEAD
         if clientHead.version.minor == 0 && !framedByLength { keepAliveDownstream = false }
         if handler.closing { keepAliveDownstream = false }
         if !requestEnded && expectsContinue && !bodyReceived { keepAliveDownstream = false }
         status = Int(code)
-        let responseClass = service.responseClassifier.classify(
-            method: clientHead.method.rawValue, status: status,
-            upstreamSaysRetryable: head.headers.first(name: "l5d-retryable")?.lowercased() == "true"
-        )
         endpointSucceeded = responseClass.isSuccess
         responseHeadSent = true
         var response = MessageRewriting.downstreamResponse(
@@ -213,14 +365,24 @@ final class Exchange: UpstreamResponseReceiver {
     }
 
     func upstreamReceived(body: ByteBuffer) {
+        if case .discarding = phase { return }
         handler.write(.body(.byteBuffer(body)))
     }
 
     func upstreamReceived(end: HTTPHeaders?) {
-        guard let context = handler.context else { return }
-        if !keepAliveDownstream { handler.markClosing() }
-        handler.endResponse(context: context, trailers: end)
-        finish(reusable: true)
+        switch phase {
+        case .discarding(let connection, let upstream):
+            upstream.detach()
+            entry?.pool.release(connection, reusable: requestSent && upstream.responseKeepAlive)
+            retryAfterBackoff()
+        case .connected:
+            guard let context = handler.context else { return }
+            if !keepAliveDownstream { handler.markClosing() }
+            handler.endResponse(context: context, trailers: end)
+            finish(reusable: true)
+        default:
+            break
+        }
     }
 
     func upstreamReadComplete() {
@@ -232,29 +394,120 @@ final class Exchange: UpstreamResponseReceiver {
     }
 
     func upstreamFailed(_ error: any Error) {
-        guard case .connected(let connection, let upstream) = phase else { return }
-        let staleConnection = upstream.exchanges > 1 && !upstream.responseStarted
-        upstream.detach()
-        guard let entry else { return }
-        entry.pool.release(connection, reusable: false)
-        if !responseHeadSent {
+        switch phase {
+        case .discarding(let connection, let upstream):
+            upstream.detach()
+            entry?.pool.release(connection, reusable: false)
+            retryAfterBackoff()
+            return
+        case .connected(let connection, let upstream):
+            let staleConnection = upstream.exchanges > 1 && !upstream.responseStarted
+            upstream.detach()
+            entry?.pool.release(connection, reusable: false)
+            guard !responseHeadSent else {
+                // The response has begun: the only honest signal left is to break the connection.
+                endpointSucceeded = false
+                phase = .finished
+                handler.abortConnection()
+                complete()
+                return
+            }
             // A pooled connection the upstream had already closed: the request never got there.
             // Bodiless idempotent requests go again on another connection.
-            if staleConnection, staleRetries > 0, framing == .none, requestEnded, clientHead.method.isIdempotent {
+            if staleConnection, staleRetries > 0, framing == .none, requestEnded, clientHead.method.isIdempotent, let pool = entry?.pool {
                 staleRetries -= 1
                 requestSent = false
-                pending = [.end(nil)]
-                lease(from: entry.pool)
+                sentParts = 0
+                lease(from: pool)
+                return
+            }
+            attemptTimer?.cancel()
+            let responseClass = service.params.responseClassifier.classify(method: clientHead.method.rawValue, status: nil)
+            if responseClass.isRetryable, mayRetry() {
+                endAttempt(success: false)
+                retryAfterBackoff()
                 return
             }
             fail(ProxyError(.upstreamFailed, "\(endpoint.map(\.description) ?? "upstream") failed: \(UpstreamErrorText.describe(error))"))
-        } else {
-            // The response has begun: the only honest signal left is to break the connection.
-            endpointSucceeded = false
-            phase = .finished
-            handler.abortConnection()
-            complete()
+        default:
+            return
         }
+    }
+
+    // MARK: retries and timeouts
+
+    /// Sends the request again after the retry backoff (if the deadline allows).
+    private func retryAfterBackoff() {
+        endAttempt(success: false)
+        if let address = endpoint?.address { tried.insert(address) }
+        requestSent = false
+        sentParts = 0
+        let wait = backoff.next(using: &handler.random)
+        guard wait > 0 else {
+            pickAndLease()
+            return
+        }
+        let timer = eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(wait))) { [self] in
+            guard case .backingOff = phase else { return }
+            pickAndLease()
+        }
+        phase = .backingOff(timer)
+    }
+
+    /// The attempt in flight took longer than `requestAttemptTimeoutMs`.
+    private func attemptTimedOut(after milliseconds: Int) {
+        switch phase {
+        case .leasing, .connected: break
+        default: return
+        }
+        service.metrics.timedOut("attempt")
+        cancelAttempt()
+        let responseClass = service.params.responseClassifier.classify(method: clientHead.method.rawValue, status: nil)
+        if responseClass.isRetryable, mayRetry() {
+            retryAfterBackoff()
+            return
+        }
+        fail(ProxyError(.timeout, "no response from \(endpoint.map(\.description) ?? "the upstream") within requestAttemptTimeoutMs (\(milliseconds) ms)"))
+    }
+
+    /// The deadline for the response head passed: whatever is in flight is cancelled.
+    private func timedOut() {
+        guard !responseHeadSent, let deadline else { return }
+        if case .finished = phase { return }
+        service.metrics.timedOut(deadline.kind)
+        cancelAttempt()
+        let elapsed = (now &- startedAt) / 1_000_000
+        let kind: ProxyError.Kind = deadline.kind == "deadline" ? .deadlineExceeded : .timeout
+        fail(ProxyError(kind, "\(route.name): no response within \(deadline.description) (\(elapsed) ms elapsed)"))
+    }
+
+    /// Stops the attempt in flight: its connection is closed, not reused.
+    private func cancelAttempt() {
+        switch phase {
+        case .leasing(let pool, let waiter):
+            phase = .resolving
+            pool.cancel(waiter: waiter)
+        case .connected(let connection, let upstream), .discarding(let connection, let upstream):
+            phase = .resolving
+            upstream.detach()
+            entry?.pool.release(connection, reusable: false)
+        case .backingOff(let timer):
+            phase = .resolving
+            timer.cancel()
+        case .resolving, .finished:
+            break
+        }
+        endAttempt(success: false)
+    }
+
+    /// The current attempt's outcome, to the balancer (once per attempt).
+    private func endAttempt(success: Bool?) {
+        attemptTimer?.cancel()
+        attemptTimer = nil
+        guard attemptOpen, let endpoint, let entry else { return }
+        attemptOpen = false
+        let at = now
+        client.finished(endpoint.address, entry: entry, success: success, latency: at &- attemptStartedAt, now: at)
     }
 
     // MARK: ending
@@ -263,6 +516,7 @@ final class Exchange: UpstreamResponseReceiver {
     func downstreamClosed() {
         guard let previous = endPhase() else { return }
         releaseResources(of: previous)
+        if !responseHeadSent { endpointSucceeded = nil }
         complete()
     }
 
@@ -281,7 +535,7 @@ final class Exchange: UpstreamResponseReceiver {
         guard let previous = endPhase() else { return }
         releaseResources(of: previous)
         switch error.kind {
-        case .connectFailed, .upstreamFailed: endpointSucceeded = false
+        case .connectFailed, .upstreamFailed, .timeout: endpointSucceeded = false
         default: endpointSucceeded = nil
         }
         status = Int(error.status.code)
@@ -306,9 +560,11 @@ final class Exchange: UpstreamResponseReceiver {
         switch previous {
         case .leasing(let pool, let waiter):
             pool.cancel(waiter: waiter)
-        case .connected(let connection, let upstream):
+        case .connected(let connection, let upstream), .discarding(let connection, let upstream):
             upstream.detach()
             entry?.pool.release(connection, reusable: false)
+        case .backingOff(let timer):
+            timer.cancel()
         case .resolving, .finished:
             break
         }
@@ -324,10 +580,9 @@ final class Exchange: UpstreamResponseReceiver {
 
     /// Releases the balancer's load and the listener's slot, records metrics, and tells the handler.
     private func complete(routerMetricsRecorded: Bool = false) {
-        let elapsed = Int64(NIODeadline.now().uptimeNanoseconds &- startedAt)
-        if let endpoint, let entry {
-            client.finished(endpoint.address, entry: entry, success: endpointSucceeded, latency: UInt64(max(0, elapsed)), now: startedAt &+ UInt64(max(0, elapsed)))
-        }
+        deadlineTimer?.cancel()
+        let elapsed = Int64(now &- startedAt)
+        endAttempt(success: endpointSucceeded)
         handler.listener.requestFinished()
         if status > 0 {
             handler.sampleRecent(clientHead, status: status, elapsed: elapsed, client: client.id.description, endpoint: endpoint?.description ?? "")
@@ -346,6 +601,15 @@ extension HTTPMethod {
         case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
         default: return false
         }
+    }
+}
+
+/// Nanoseconds since the Unix epoch, for deadlines that cross hosts.
+enum WallClock {
+    static func nanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
     }
 }
 

@@ -34,17 +34,24 @@ public struct ProxyError: Error, Sendable, CustomStringConvertible {
         case shuttingDown = "shutting_down"
         /// A method meshd does not proxy (CONNECT).
         case unsupportedMethod = "unsupported_method"
+        /// No response within `totalTimeoutMs`, `requestAttemptTimeoutMs` or the server's `timeoutMs`.
+        case timeout = "timeout"
+        /// The request's `l5d-ctx-deadline` passed.
+        case deadlineExceeded = "deadline_exceeded"
     }
 
     public var kind: Kind
     public var message: String
     /// Whether the request certainly never reached an upstream (safe for the caller to retry).
     public var retryable: Bool
+    /// For `connectFailed`: the connection attempt timed out.
+    public var connectTimedOut: Bool
 
-    public init(_ kind: Kind, _ message: String, retryable: Bool = false) {
+    public init(_ kind: Kind, _ message: String, retryable: Bool = false, connectTimedOut: Bool = false) {
         self.kind = kind
         self.message = message
         self.retryable = retryable
+        self.connectTimedOut = connectTimedOut
     }
 
     public var status: HTTPResponseStatus {
@@ -55,6 +62,7 @@ public struct ProxyError: Error, Sendable, CustomStringConvertible {
         case .unroutable, .noEndpoints, .poolExhausted, .tooManyRequests, .bindingTimeout, .shuttingDown: return .serviceUnavailable
         case .loopDetected: return .badRequest
         case .unsupportedMethod: return .methodNotAllowed
+        case .timeout, .deadlineExceeded: return .gatewayTimeout
         case .connectFailed, .upstreamFailed: return .badGateway
         }
     }

@@ -169,6 +169,20 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .success(let dtab):
             localDtab = dtab
         }
+        let callerDeadline: Deadline?
+        switch Deadline.read(routedHead.headers[canonicalForm: "l5d-ctx-deadline"].map(String.init)) {
+        case .failure(let error):
+            reject(ProxyError(.badRequest, error.description), head: head, start: start, counted: true)
+            return
+        case .success(let deadline):
+            callerDeadline = deadline
+            if let deadline, deadline.deadline <= WallClock.nanoseconds() {
+                // Past its deadline already: refused without contacting anyone.
+                reject(ProxyError(.deadlineExceeded, "the request's l5d-ctx-deadline passed \((WallClock.nanoseconds() - deadline.deadline) / 1_000_000) ms ago"), head: head, start: start, counted: true)
+                return
+            }
+        }
+        routedHead.headers.remove(name: "l5d-ctx-deadline")
         let identification: Identification
         switch router.identifier.identify(routedHead, uri: target) {
         case .failure(let error):
@@ -188,7 +202,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             client.touch(now: start)
             let exchange = Exchange(
                 handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, client: client,
-                route: (identification.name, localDtab), service: router.config.service.params(for: identification.name), start: start
+                route: (identification.name, localDtab), service: router.service(for: identification.name),
+                callerDeadline: callerDeadline, start: start
             )
             self.exchange = exchange
             exchange.start()

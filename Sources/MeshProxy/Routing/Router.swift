@@ -39,6 +39,7 @@ public final class Router: Sendable {
     }
 
     private let bindings: NIOLockedValueBox<LRUCache<BindingKey, Cached>>
+    private let services: NIOLockedValueBox<LRUCache<Path, ServiceState>>
     private let clients: NIOLockedValueBox<LRUCache<Path, BoundClient>>
 
     let recentRequests: RecentRequests?
@@ -65,6 +66,18 @@ public final class Router: Sendable {
         self.errorCounters = counters
         self.bindings = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.paths))
         self.clients = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.clients))
+        self.services = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.paths))
+    }
+
+    /// The policy, retry budget and metrics of a logical name.
+    func service(for name: Path) -> ServiceState {
+        services.withLockedValue { cache -> ServiceState in
+            if let existing = cache.get(name) { return existing }
+            let params = config.service.params(for: name)
+            let state = ServiceState(params: params, metrics: meshMetrics.service(router: label, service: name.description))
+            _ = cache.set(name, state)
+            return state
+        }
     }
 
     func countError(_ error: ProxyError) {
