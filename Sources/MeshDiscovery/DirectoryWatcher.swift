@@ -3,7 +3,8 @@
 // the inotify descriptor, so event loops never block on the file system. Events are coalesced
 // for a short moment, so that an editor's write-rename-chmod sequence gives one rescan, and only
 // completed writes count (close after write, renames, creates, deletes), so a half-written file
-// is not read. A full rescan also runs every `pollInterval` as a safety net.
+// is not read. A full rescan also runs every `pollInterval` as a safety net, and once when the
+// watch is set up (to catch what changed before it was).
 
 #if canImport(Glibc)
 import Glibc
@@ -90,6 +91,8 @@ public final class DirectoryWatcher: Sendable {
             ])
         }
         defer { if fd >= 0 { close(fd) } }
+        // Whatever changed between the caller's first read and the watch being set up.
+        onChange()
         let interval = watching ? pollInterval : fallbackPollInterval
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while !stopped {

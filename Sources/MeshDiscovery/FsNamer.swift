@@ -133,6 +133,11 @@ public final class FsNamer: Namer, Sendable {
                 ])
             }
         }
+        // Existence first: requests that start from now on delegate afresh, before the names
+        // that vanished report `neg` to the clients still holding them.
+        if existenceChanged {
+            generation.set(generation.value &+ 1)
+        }
         for (watchable, addr) in published {
             watchable.set(addr)
         }
@@ -146,9 +151,6 @@ public final class FsNamer: Namer, Sendable {
         for name in removed {
             metrics.endpoints(namer: kind, name: name).set(Int64(0))
             logger.info("service file removed", metadata: [LogKeys.file: "\(rootDir)/\(name)"])
-        }
-        if existenceChanged {
-            generation.set(generation.value &+ 1)
         }
         return true
     }

@@ -165,6 +165,22 @@ import Testing
         #expect(balancer.counts(now: 500).available == 3, "the ejection survives a discovery update")
     }
 
+    @Test func anAbandonedProbeLetsTheNextRequestProbe() {
+        var (balancer, random) = balancer(.p2c(maxEffort: 5), endpoints(2), policy: .consecutiveFailures(1))
+        let dead = balancer.nodes[0].endpoint
+        balancer.finished(dead.address, success: false, latency: 0, now: 0, using: &random)
+        let due = 10_000 * Self.ms
+        var probed = false
+        for _ in 0..<100 where !probed {
+            guard case .endpoint(let picked) = balancer.pick(now: due, using: &random) else { return }
+            if picked == dead { probed = true } else { balancer.finished(picked.address, success: true, latency: 0, now: due, using: &random) }
+        }
+        #expect(balancer.node(for: dead.address)?.accrual.status == .probing)
+        // The probe's client went away: no verdict, and the endpoint may be probed again.
+        balancer.finished(dead.address, success: nil, wasProbe: true, latency: 0, now: due, using: &random)
+        #expect(balancer.node(for: dead.address)?.accrual.isAvailable(now: due) == true)
+    }
+
     @Test func allEjectedStillPicksUnlessFailFast() {
         var (balancer, random) = balancer(.p2c(maxEffort: 5), endpoints(2), policy: .consecutiveFailures(1))
         for node in balancer.nodes { balancer.finished(node.endpoint.address, success: false, latency: 0, now: 0, using: &random) }
@@ -190,15 +206,20 @@ import Testing
         var probes = 0
         for _ in 0..<50 {
             guard case .endpoint(let picked) = balancer.pick(now: afterBackoff, using: &random) else { return }
-            if picked == dead { probes += 1 }
+            if picked == dead {
+                probes += 1
+                #expect(balancer.lastPickWasProbe)
+            }
         }
         #expect(probes == 1)
-        #expect(balancer.finished(dead.address, success: false, latency: 0, now: afterBackoff, using: &random) == .ejected(forNanoseconds: 10_000 * Self.ms))
+        // A request from before the ejection finishing now does not decide the probe.
+        #expect(balancer.finished(dead.address, success: true, wasProbe: false, latency: 0, now: afterBackoff, using: &random) == nil)
+        #expect(balancer.finished(dead.address, success: false, wasProbe: true, latency: 0, now: afterBackoff, using: &random) == .ejected(forNanoseconds: 10_000 * Self.ms))
         // After the next backoff, the probe succeeds and the endpoint is back.
         var revived = false
         for _ in 0..<100 where !revived {
             guard case .endpoint(let picked) = balancer.pick(now: 2 * afterBackoff, using: &random) else { return }
-            if picked == dead { revived = balancer.finished(dead.address, success: true, latency: 0, now: 2 * afterBackoff, using: &random) == .revived }
+            if picked == dead { revived = balancer.finished(dead.address, success: true, wasProbe: true, latency: 0, now: 2 * afterBackoff, using: &random) == .revived }
         }
         #expect(revived)
         #expect(balancer.node(for: dead.address)?.accrual.status == .alive)
@@ -266,7 +287,7 @@ import Testing
         var random = SplitMix64(seed: 5)
         var backoff = Backoff.linkerdFailureAccrualDefault
         let waits = (0..<12).map { _ in backoff.next(using: &random) }
-        #expect(waits[0] >= 2_500_000_000 && waits[0] <= 5_000_000_000)
+        #expect(waits[0] == 5_000_000_000, "the first wait is the minimum, as Finagle's")
         #expect(waits.allSatisfy { $0 <= 300 * Self.second })
         #expect(waits[6] >= 150 * Self.second, "capped growth reaches the maximum's half or more")
         backoff.reset()

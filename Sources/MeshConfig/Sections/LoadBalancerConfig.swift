@@ -116,8 +116,9 @@ enum BackoffSyntax {
         if kind == "constant" {
             return .constant(nanoseconds: UInt64(m.int("ms", in: 0...86_400_000) ?? 0) * 1_000_000)
         }
-        let minMs = m.required("minMs", hint: "e.g. 5000")?.int(in: 0...86_400_000) ?? 0
-        let maxMs = m.required("maxMs", hint: "e.g. 300000")?.int(in: 0...86_400_000) ?? 0
+        let minMs = m.required("minMs", hint: "e.g. 5000")?.int(in: 0...86_400_000)
+        let maxMs = m.required("maxMs", hint: "e.g. 300000")?.int(in: 0...86_400_000)
+        guard let minMs, let maxMs else { return nil }
         if minMs > maxMs { node.error("minMs (\(minMs)) is larger than maxMs (\(maxMs))") }
         return .decorrelatedJittered(min: UInt64(minMs) * 1_000_000, max: UInt64(maxMs) * 1_000_000)
     }

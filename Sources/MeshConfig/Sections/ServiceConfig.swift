@@ -159,6 +159,9 @@ public struct RetriesConfig: Sendable, Hashable, JSONRepresentable {
     public var budget = RetryBudgetConfig()
     /// Default: constant 0 ms.
     public var backoff = Backoff.Kind.constant(nanoseconds: 0)
+    /// Retries of one request at most, whatever the budget holds, 0–100. Default 5. A meshd
+    /// extension: without it, one request could spend a quiet service's whole budget at once.
+    public var maxRetries = 5
 
     public init() {}
 
@@ -168,11 +171,12 @@ public struct RetriesConfig: Sendable, Hashable, JSONRepresentable {
         defer { m.finish() }
         if let budget = m.optional("budget") { config.budget = RetryBudgetConfig.read(budget) }
         if let backoff = m.optional("backoff") { config.backoff = BackoffSyntax.read(backoff) ?? config.backoff }
+        config.maxRetries = m.int("maxRetries", in: 0...100) ?? config.maxRetries
         return config
     }
 
     public var json: JSONValue {
-        .object([("budget", budget.json), ("backoff", BackoffSyntax.json(backoff))])
+        .object([("budget", budget.json), ("backoff", BackoffSyntax.json(backoff)), ("maxRetries", .int(maxRetries))])
     }
 }
 

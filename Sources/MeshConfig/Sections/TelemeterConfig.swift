@@ -69,6 +69,7 @@ public struct PrometheusConfig: Sendable, Hashable {
     /// Admin paths a telemeter may not take over (the Prometheus path itself is allowed).
     static let reservedPaths: Set<String> = [
         "/admin/ping", "/admin/ready", "/config.json", "/admin/metrics.json", "/admin/listeners.json",
-        "/client_state.json", "/admin/shutdown", "/admin", "/admin/", "/",
+        "/client_state.json", "/admin/shutdown", "/admin", "/admin/", "/", "/requests", "/requests.json",
+        "/delegator", "/delegator.json", "/bound-names.json",
     ]
 }

@@ -31,6 +31,8 @@ public struct Backoff: Sendable, Hashable {
         case .constant(let wait):
             return wait
         case .equalJittered(let minimum, let maximum):
+            // The first wait is the minimum itself (as Finagle's); later ones grow, half jittered.
+            if attempt == 0 { return min(minimum, maximum) }
             let shift = min(attempt, 40)
             let ceiling = min(maximum, minimum.multipliedReportingOverflow(by: 1 << shift).overflow ? maximum : minimum << shift)
             let half = max(ceiling / 2, 1)

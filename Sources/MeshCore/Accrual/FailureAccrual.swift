@@ -63,11 +63,19 @@ public struct EndpointAccrual: Sendable {
         if case .ejected(let until) = status, now >= until { status = .probing }
     }
 
+    /// The probe ended without saying anything (its client went away, a local limit): the next
+    /// request may probe again.
+    public mutating func probeAbandoned(now: UInt64) {
+        if case .probing = status { status = .ejected(until: now) }
+    }
+
     /// A request ended. `success` is false for connection failures and responses classified as
-    /// failures.
-    public mutating func outcome<R: RandomNumberGenerator>(success: Bool, now: UInt64, using random: inout R) -> Event? {
+    /// failures. `wasProbe` tells the probe apart from requests that were in flight before the
+    /// ejection: only the probe decides a probing endpoint's fate.
+    public mutating func outcome<R: RandomNumberGenerator>(success: Bool, wasProbe: Bool = true, now: UInt64, using random: inout R) -> Event? {
         switch status {
         case .probing:
+            guard wasProbe else { return nil }
             if success {
                 revive()
                 return .revived

@@ -25,6 +25,9 @@ public struct LoadBalancer: Sendable {
         var current = 0.0
     }
 
+    /// Whether the last `pick` was the probe of an ejected endpoint; pass it back to `finished`.
+    public private(set) var lastPickWasProbe = false
+
     public enum Pick: Sendable, Equatable {
         case endpoint(Endpoint)
         /// No endpoints at all.
@@ -123,6 +126,7 @@ public struct LoadBalancer: Sendable {
         }
         nodes[index].load += 1
         totalLoad += 1
+        lastPickWasProbe = !(nodes[index].accrual.status == .alive) && nodes[index].accrual.isAvailable(now: now)
         nodes[index].accrual.picked(now: now)
         return .endpoint(nodes[index].endpoint)
     }
@@ -132,7 +136,7 @@ public struct LoadBalancer: Sendable {
     /// accrual did.
     @discardableResult
     public mutating func finished<R: RandomNumberGenerator>(
-        _ address: Endpoint.Address, success: Bool?, latency: UInt64, now: UInt64, using random: inout R
+        _ address: Endpoint.Address, success: Bool?, wasProbe: Bool = false, latency: UInt64, now: UInt64, using random: inout R
     ) -> EndpointAccrual.Event? {
         guard let index = indexByAddress[address] else { return nil }
         if nodes[index].load > 0 {
@@ -140,10 +144,18 @@ public struct LoadBalancer: Sendable {
             totalLoad -= 1
         }
         if case .aperture = kind { adjustAperture(now: now) }
-        guard let success else { return nil }
-        observeLatency(index, latency: latency, now: now)
-        return nodes[index].accrual.outcome(success: success, now: now, using: &random)
+        guard let success else {
+            if wasProbe { nodes[index].accrual.probeAbandoned(now: now) }
+            return nil
+        }
+        // A failure is as bad as a very slow answer, whatever its own latency: a refused
+        // connection is quick, and must not make its endpoint look fast.
+        observeLatency(index, latency: success ? latency : max(latency, Self.failureLatency), now: now)
+        return nodes[index].accrual.outcome(success: success, wasProbe: wasProbe, now: now, using: &random)
     }
+
+    /// The latency a failed request counts as, for `ewma`: one second.
+    static let failureLatency: UInt64 = 1_000_000_000
 
     /// The decayed peak-EWMA latency estimate of a node at `now`, in ns.
     public func latencyEstimate(_ address: Endpoint.Address, now: UInt64) -> Double? {
@@ -157,17 +169,19 @@ public struct LoadBalancer: Sendable {
     /// the classes with an available endpoint (all classes when none has one).
     private func weightClass<R: RandomNumberGenerator>(now: UInt64, anyAvailable: Bool, using random: inout R) -> [Int] {
         guard classes.count > 1 else { return classes.first?.members ?? [] }
-        let eligible = classes.filter { weightClass in
-            !anyAvailable || weightClass.members.contains { nodes[$0].accrual.isAvailable(now: now) }
+        // A class's share is its weight times its members that can take traffic now.
+        let shares = classes.map { weightClass -> Double in
+            let usable = anyAvailable ? weightClass.members.filter { nodes[$0].accrual.isAvailable(now: now) }.count : weightClass.members.count
+            return weightClass.weight * Double(usable)
         }
-        let total = eligible.reduce(0.0) { $0 + $1.weight * Double($1.members.count) }
-        guard total > 0 else { return eligible.flatMap(\.members) }
+        let total = shares.reduce(0, +)
+        guard total > 0 else { return classes.flatMap(\.members) }
         var target = Double.random(in: 0..<total, using: &random)
-        for weightClass in eligible {
-            target -= weightClass.weight * Double(weightClass.members.count)
+        for (index, weightClass) in classes.enumerated() {
+            target -= shares[index]
             if target < 0 { return weightClass.members }
         }
-        return eligible[eligible.count - 1].members
+        return classes[classes.count - 1].members
     }
 
     /// Outstanding requests per unit of weight, or for `ewma` latency × (load + 1).
@@ -193,18 +207,15 @@ public struct LoadBalancer: Sendable {
         return nodes[index].cost * decay(elapsed / Double(tau))
     }
 
+    /// Peak EWMA: a worse latency replaces the estimate at once; a better one pulls it down by
+    /// a weight that grows with the time since the last observation.
     private mutating func observeLatency(_ index: Int, latency: UInt64, now: UInt64) {
-        guard case .ewma = kind else { return }
+        guard case .ewma(_, let tau) = kind, tau > 0 else { return }
         let rtt = Double(latency)
-        let decayed = decayedCost(index, now: now)
-        if rtt > decayed {
-            nodes[index].cost = rtt  // peak: jump to a worse latency at once
-        } else {
-            guard case .ewma(_, let tau) = kind, tau > 0 else { return }
-            let elapsed = now > nodes[index].costStamp ? Double(now - nodes[index].costStamp) : 0
-            let w = decay(elapsed / Double(tau))
-            nodes[index].cost = decayed * w + rtt * (1 - w)
-        }
+        let elapsed = now > nodes[index].costStamp ? Double(now - nodes[index].costStamp) : 0
+        let w = decay(elapsed / Double(tau))
+        let current = nodes[index].cost * w
+        nodes[index].cost = rtt > current ? rtt : nodes[index].cost * w + rtt * (1 - w)
         nodes[index].costStamp = now
     }
 

@@ -139,9 +139,10 @@ final class BoundClient: Sendable {
         case invalidAddress(ProxyError)
     }
 
-    /// Picks an endpoint for one request at `now` and counts the request against it.
-    func pick(now: UInt64) -> Result<(Endpoint, Entry), PickFailure> {
-        let result = state.withLockedValue { state -> Result<(Endpoint, Entry), PickFailure> in
+    /// Picks an endpoint for one request at `now` and counts the request against it. `probe`
+    /// tells whether the pick is the probe of an ejected endpoint; pass it back to `finished`.
+    func pick(now: UInt64) -> Result<(endpoint: Endpoint, entry: Entry, probe: Bool), PickFailure> {
+        let result = state.withLockedValue { state -> Result<(endpoint: Endpoint, entry: Entry, probe: Bool), PickFailure> in
             let endpoint: Endpoint
             switch state.balancer.pick(now: now, using: &state.random) {
             case .endpoint(let picked):
@@ -157,17 +158,18 @@ final class BoundClient: Sendable {
                 case .bound: return .failure(.noEndpoints("has an empty endpoint set"))
                 }
             }
-            if let entry = state.pools[endpoint.address] { return .success((endpoint, entry)) }
+            let probe = state.balancer.lastPickWasProbe
+            if let entry = state.pools[endpoint.address] { return .success((endpoint, entry, probe)) }
             do {
                 let entry = try makeEntry(endpoint)
                 state.pools[endpoint.address] = entry
-                return .success((endpoint, entry))
+                return .success((endpoint, entry, probe))
             } catch {
                 state.balancer.finished(endpoint.address, success: false, latency: 0, now: now, using: &state.random)
                 return .failure(.invalidAddress(ProxyError(.connectFailed, "invalid endpoint address \(endpoint): \(error)")))
             }
         }
-        if case .success(let (_, entry)) = result {
+        if case .success(let (_, entry, _)) = result {
             outstanding.add(1, ordering: .relaxed)
             entry.health.load.increment()
         }
@@ -175,12 +177,12 @@ final class BoundClient: Sendable {
     }
 
     /// A request picked earlier ended: `success` feeds failure accrual, `latency` the estimates.
-    func finished(_ address: Endpoint.Address, entry: Entry, success: Bool?, latency: UInt64, now: UInt64) {
+    func finished(_ address: Endpoint.Address, entry: Entry, success: Bool?, probe: Bool = false, latency: UInt64, now: UInt64) {
         outstanding.subtract(1, ordering: .relaxed)
         entry.health.load.decrement()
         var available: Int?
         let event = state.withLockedValue { state -> EndpointAccrual.Event? in
-            let event = state.balancer.finished(address, success: success, latency: latency, now: now, using: &state.random)
+            let event = state.balancer.finished(address, success: success, wasProbe: probe, latency: latency, now: now, using: &state.random)
             if event != nil { available = state.balancer.counts(now: now).available }
             return event
         }

@@ -58,6 +58,10 @@ final class Exchange: UpstreamResponseReceiver {
     private var entry: BoundClient.Entry?
     private var attemptStartedAt: UInt64 = 0
     private var attemptOpen = false
+    /// The current attempt is the probe of an ejected endpoint.
+    private var attemptIsProbe = false
+    /// Retries this request has had (requeues and stale-connection resends aside).
+    private var retries = 0
     private var attemptTimer: Scheduled<Void>?
     private var deadlineTimer: Scheduled<Void>?
     private var tried: Set<Endpoint.Address> = []
@@ -150,7 +154,7 @@ final class Exchange: UpstreamResponseReceiver {
     /// Picks an endpoint, preferring one this request has not tried, and asks its pool for a
     /// connection.
     private func pickAndLease() {
-        var picked: (Endpoint, BoundClient.Entry)?
+        var picked: (endpoint: Endpoint, entry: BoundClient.Entry, probe: Bool)?
         picking: for _ in 0..<3 {
             switch client.pick(now: now) {
             case .failure(.noEndpoints(let reason)):
@@ -161,15 +165,18 @@ final class Exchange: UpstreamResponseReceiver {
                 if picked != nil { break picking }
                 fail(error)
                 return
-            case .success(let (endpoint, entry)):
-                if let previous = picked { client.finished(previous.0.address, entry: previous.1, success: nil, latency: 0, now: now) }
-                picked = (endpoint, entry)
+            case .success(let choice):
+                if let previous = picked {
+                    client.finished(previous.endpoint.address, entry: previous.entry, success: nil, probe: previous.probe, latency: 0, now: now)
+                }
+                picked = choice
             }
-            if !tried.contains(picked!.0.address) { break picking }
+            if !tried.contains(picked!.endpoint.address) { break picking }
         }
-        guard let (endpoint, entry) = picked else { return }
+        guard let (endpoint, entry, probe) = picked else { return }
         self.endpoint = endpoint
         self.entry = entry
+        attemptIsProbe = probe
         attemptStartedAt = now
         attemptOpen = true
         entry.metrics.requests.increment()
@@ -208,11 +215,14 @@ final class Exchange: UpstreamResponseReceiver {
         if error.connectTimedOut { service.metrics.timedOut("connect") }
         endAttempt(success: false)
         if let address = endpoint?.address { tried.insert(address) }
-        if requeues < Self.maxRequeues, !deadlinePassed, client.tryRequeue(now: now) {
-            requeues += 1
-            service.metrics.requeues.increment()
-            pickAndLease()
-            return
+        if requeues < Self.maxRequeues, !deadlinePassed {
+            if client.tryRequeue(now: now) {
+                requeues += 1
+                service.metrics.requeues.increment()
+                pickAndLease()
+                return
+            }
+            service.metrics.budgetExhausted.increment()
         }
         fail(error)
     }
@@ -314,8 +324,10 @@ final class Exchange: UpstreamResponseReceiver {
 
     /// Whether a retryable failure may be retried now; takes the retry from the budget.
     private func mayRetry() -> Bool {
-        guard !responseHeadSent, requestEnded, keepForReplay, !deadlinePassed else { return false }
-        return service.tryRetry(now: now)
+        guard !responseHeadSent, requestEnded, keepForReplay, !deadlinePassed, retries < service.params.retries.maxRetries else { return false }
+        guard service.tryRetry(now: now) else { return false }
+        retries += 1
+        return true
     }
 
     private var deadlinePassed: Bool { deadline.map { now >= $0.at } ?? false }
@@ -456,12 +468,14 @@ final class Exchange: UpstreamResponseReceiver {
 
     /// The attempt in flight took longer than `requestAttemptTimeoutMs`.
     private func attemptTimedOut(after milliseconds: Int) {
+        let endpointToBlame: Bool
         switch phase {
-        case .leasing, .connected: break
+        case .leasing: endpointToBlame = false  // waiting in meshd's own pool queue
+        case .connected: endpointToBlame = true
         default: return
         }
         service.metrics.timedOut("attempt")
-        cancelAttempt()
+        cancelAttempt(endpointToBlame: endpointToBlame)
         let responseClass = service.params.responseClassifier.classify(method: clientHead.method.rawValue, status: nil)
         if responseClass.isRetryable, mayRetry() {
             retryAfterBackoff()
@@ -475,14 +489,15 @@ final class Exchange: UpstreamResponseReceiver {
         guard !responseHeadSent, let deadline else { return }
         if case .finished = phase { return }
         service.metrics.timedOut(deadline.kind)
-        cancelAttempt()
+        // Our own deadline passing says nothing about the endpoint.
+        cancelAttempt(endpointToBlame: false)
         let elapsed = (now &- startedAt) / 1_000_000
         let kind: ProxyError.Kind = deadline.kind == "deadline" ? .deadlineExceeded : .timeout
         fail(ProxyError(kind, "\(route.name): no response within \(deadline.description) (\(elapsed) ms elapsed)"))
     }
 
     /// Stops the attempt in flight: its connection is closed, not reused.
-    private func cancelAttempt() {
+    private func cancelAttempt(endpointToBlame: Bool) {
         switch phase {
         case .leasing(let pool, let waiter):
             phase = .resolving
@@ -497,7 +512,7 @@ final class Exchange: UpstreamResponseReceiver {
         case .resolving, .finished:
             break
         }
-        endAttempt(success: false)
+        endAttempt(success: endpointToBlame ? false : nil)
     }
 
     /// The current attempt's outcome, to the balancer (once per attempt).
@@ -507,7 +522,7 @@ final class Exchange: UpstreamResponseReceiver {
         guard attemptOpen, let endpoint, let entry else { return }
         attemptOpen = false
         let at = now
-        client.finished(endpoint.address, entry: entry, success: success, latency: at &- attemptStartedAt, now: at)
+        client.finished(endpoint.address, entry: entry, success: success, probe: attemptIsProbe, latency: at &- attemptStartedAt, now: at)
     }
 
     // MARK: ending
@@ -535,7 +550,7 @@ final class Exchange: UpstreamResponseReceiver {
         guard let previous = endPhase() else { return }
         releaseResources(of: previous)
         switch error.kind {
-        case .connectFailed, .upstreamFailed, .timeout: endpointSucceeded = false
+        case .connectFailed, .upstreamFailed: endpointSucceeded = false
         default: endpointSucceeded = nil
         }
         status = Int(error.status.code)

@@ -27,6 +27,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var readPending = false
     /// The connection closes after the current response.
     private(set) var closing = false
+    /// `serverSession.idleTimeMs`: closes the connection when no request comes.
+    private var idleTimer: Scheduled<Void>?
 
     init(listener: ListenerContext) {
         self.listener = listener
@@ -48,7 +50,24 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         listener.metrics.connections.increment()
         listener.metrics.connectionsOpen.increment()
         listener.connectionOpened(context.channel)
+        if let lifeTime = listener.config.serverSession.lifeTimeMs {
+            // Past its lifetime the connection ends: at once when idle, else after the response.
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(lifeTime))) { [self] in
+                closing = true
+                if exchange == nil && !discarding { self.context?.close(promise: nil) }
+            }
+        }
+        armIdleTimer()
         context.fireChannelActive()
+    }
+
+    /// Closes the connection after `serverSession.idleTimeMs` without a request.
+    private func armIdleTimer() {
+        guard let idleTime = listener.config.serverSession.idleTimeMs, let context else { return }
+        idleTimer?.cancel()
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(idleTime))) { [self] in
+            if exchange == nil && !discarding { self.context?.close(promise: nil) }
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -72,6 +91,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 exchange.requestEnd(trailers)
             } else {
                 discarding = false
+                armIdleTimer()
             }
         }
     }
@@ -126,6 +146,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func startRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let start = NIODeadline.now().uptimeNanoseconds
+        idleTimer?.cancel()
         let router = listener.router
         router.metrics.requests.increment()
         guard listener.tryStartRequest() else {
@@ -239,6 +260,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(body.utf8.count))
         headers.add(name: "l5d-err", value: error.headerValue)
+        headers.add(name: "l5d-success-class", value: "0.0")
         if error.retryable { headers.add(name: "l5d-retryable", value: "true") }
         headers.add(name: "via", value: HeaderRules.viaToken)
         if !keepAlive {
@@ -271,6 +293,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         exchange = nil
         if closeConnection { closing = true }
         if !requestEnded { discarding = true }
+        armIdleTimer()
         resumeReads()
     }
 
