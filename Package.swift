@@ -98,3 +98,12 @@ let package = Package(
         ] + nio),
     ]
 )
+
+// Release builds: generic MeshCore policies (the pool state machine, caches) are specialized in
+// the modules that use them, and exclusivity is checked at compile time only. Both measured in
+// docs/performance.md.
+for target in package.targets where target.type != .test {
+    target.swiftSettings = (target.swiftSettings ?? []) + [
+        .unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+    ]
+}

@@ -4,6 +4,7 @@
 import Dispatch
 import MeshCore
 import NIOConcurrencyHelpers
+import Synchronization
 
 public final class InetNamer: Sendable {
     private let cache = NIOLockedValueBox<[Path: Watchable<Addr>]>([:])
@@ -68,15 +69,19 @@ public final class InetNamer: Sendable {
 public final class NamerSet: Sendable {
     public let configured: [any Namer]
     private let inet = InetNamer()
+    private let epoch = Epoch()
+    private let observations: [Observation]
 
     public init(configured: [any Namer]) {
         self.configured = configured
+        let epoch = self.epoch
+        self.observations = configured.map { namer in
+            namer.generation.observe { _ in epoch.bump() }
+        }
     }
 
-    /// Sum of the namers' generations: changes whenever any namer's answers may have changed.
-    public var generation: UInt64 {
-        configured.reduce(0) { $0 &+ $1.generation.version }
-    }
+    /// Changes whenever any namer's answers may have changed. One atomic load.
+    public var generation: UInt64 { epoch.value }
 
     /// Binds a path that no dentry matched, for `Delegator`.
     public func lookup(_ path: Path) throws(DelegationError) -> NameTree<NamerResult<BoundName>> {
@@ -106,5 +111,18 @@ public final class NamerSet: Sendable {
         default:
             return .neg
         }
+    }
+}
+
+/// A counter that only goes up, read without a lock.
+public final class Epoch: Sendable {
+    private let counter = Atomic<UInt64>(0)
+
+    public init() {}
+
+    public var value: UInt64 { counter.load(ordering: .acquiring) }
+
+    public func bump() {
+        counter.add(1, ordering: .releasing)
     }
 }

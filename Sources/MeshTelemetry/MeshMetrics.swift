@@ -95,7 +95,7 @@ public final class MeshMetrics: Sendable {
 }
 
 /// Requests, responses by status class and latency, at one level (router, client or endpoint).
-public struct RequestMetrics: Sendable {
+public final class RequestMetrics: Sendable {
     public let requests: Counter
     @usableFromInline let responses: [Counter]
     public let duration: DurationHistogram
@@ -127,13 +127,18 @@ public struct RequestMetrics: Sendable {
 }
 
 /// What happens to the requests of one logical name beyond their first attempt.
-public struct ServiceMetrics: Sendable {
+public final class ServiceMetrics: Sendable {
+    /// Requests whose final response the service's classifier called a success, and the rest.
+    public let successes: Counter
+    public let failures: Counter
     public let retries: Counter
     public let requeues: Counter
     public let budgetExhausted: Counter
     private let timeouts: [String: Counter]
 
     init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+        successes = registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "success")])
+        failures = registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "failure")])
         retries = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_total", unitName: "", helpText: "Requests sent again after a retryable failure, per logical name."), labels: labels)
         requeues = registry.makeCounter(descriptor: .init(metricName: "meshd_service_requeues_total", unitName: "", helpText: "Requests moved to another endpoint after a connection failure, per logical name."), labels: labels)
         budgetExhausted = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retry_budget_exhausted_total", unitName: "", helpText: "Retries and requeues refused because the budget was empty."), labels: labels)
@@ -151,7 +156,7 @@ public struct ServiceMetrics: Sendable {
 }
 
 /// Failure accrual and load of one endpoint.
-public struct EndpointHealthMetrics: Sendable {
+public final class EndpointHealthMetrics: Sendable {
     public let ejections: Counter
     public let revivals: Counter
     public let load: Gauge
@@ -172,7 +177,7 @@ public struct EndpointHealthMetrics: Sendable {
 }
 
 /// Connections of one listener.
-public struct ServerMetrics: Sendable {
+public final class ServerMetrics: Sendable {
     public let connectionsOpen: Gauge
     public let connections: Counter
 
@@ -183,7 +188,7 @@ public struct ServerMetrics: Sendable {
 }
 
 /// The connection pool to one endpoint.
-public struct PoolMetrics: Sendable {
+public final class PoolMetrics: Sendable {
     public let open: Gauge
     public let idle: Gauge
     public let waiters: Gauge

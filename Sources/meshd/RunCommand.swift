@@ -20,6 +20,13 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
 
+    @Option(name: .long, help: "Event-loop threads (default: one per core).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be 1 to 256") }
+    }
+
     func run() async throws {
         let logger = options.bootstrapLogging()
         let path = options.configPath
@@ -32,7 +39,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let metrics = MeshMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
         // Everything starts inside the service group, so that SIGTERM and SIGINT are handled
         // gracefully from the first moment listeners exist.
         let service = MeshdService(config: config, path: path, group: group, metrics: metrics, logger: logger)

@@ -3,14 +3,21 @@
 /// A map with at most `capacity` entries; inserting into a full cache evicts the entry whose
 /// last use is oldest. Lookups and updates count as uses. Pure value; callers lock around it.
 public struct LRUCache<Key: Hashable, Value> {
-    fileprivate struct Entry {
-        var value: Value
-        var lastUse: UInt64
+    @usableFromInline
+    struct Entry {
+        @usableFromInline var value: Value
+        @usableFromInline var lastUse: UInt64
+
+        @inlinable
+        init(value: Value, lastUse: UInt64) {
+            self.value = value
+            self.lastUse = lastUse
+        }
     }
 
     public let capacity: Int
-    private var entries: [Key: Entry] = [:]
-    private var clock: UInt64 = 0
+    @usableFromInline var entries: [Key: Entry] = [:]
+    @usableFromInline var clock: UInt64 = 0
 
     public init(capacity: Int) {
         precondition(capacity >= 1, "an LRU cache holds at least one entry")
@@ -20,6 +27,7 @@ public struct LRUCache<Key: Hashable, Value> {
     public var count: Int { entries.count }
 
     /// The value for `key`, marking it used.
+    @inlinable
     public mutating func get(_ key: Key) -> Value? {
         guard entries[key] != nil else { return nil }
         clock &+= 1

@@ -29,11 +29,22 @@ final class BoundClient: Sendable {
         var closed = false
     }
 
-    struct Entry {
+    /// An endpoint's pool and metrics; a class, so that passing it around is one reference.
+    final class Entry: Sendable {
         let pool: EndpointPool
         let metrics: RequestMetrics
         let health: EndpointHealthMetrics
+
+        init(pool: EndpointPool, metrics: RequestMetrics, health: EndpointHealthMetrics) {
+            self.pool = pool
+            self.metrics = metrics
+            self.health = health
+        }
     }
+
+    /// Set once the client is closed (evicted, or its router shut down).
+    private let closedFlag = Atomic<Bool>(false)
+    var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
 
     private let state: NIOLockedValueBox<State>
     private let observation = NIOLockedValueBox<Observation?>(nil)
@@ -214,6 +225,7 @@ final class BoundClient: Sendable {
 
     /// Stops the client: discovery updates are ignored and every pool drains.
     func close() {
+        closedFlag.store(true, ordering: .relaxed)
         observation.withLockedValue { $0?.cancel(); $0 = nil }
         let entries = state.withLockedValue { state -> [Entry] in
             state.closed = true

@@ -76,7 +76,8 @@ final class Exchange: UpstreamResponseReceiver {
     private var bodyBytes = 0
     private var keepForReplay = true
     private var trailers: HTTPHeaders?
-    private var requestEnded = false
+    /// The client has sent the whole request.
+    private(set) var requestEnded = false
     private var requestSent = false
     private var bodyReceived = false
     // The response.
@@ -90,7 +91,7 @@ final class Exchange: UpstreamResponseReceiver {
 
     init(
         handler: ProxyServerHandler, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming,
-        client: BoundClient, route: (Path, Dtab), service: ServiceState, callerDeadline: Deadline?, start: UInt64
+        expectsContinue: Bool, client: BoundClient, route: (Path, Dtab), service: ServiceState, callerDeadline: Deadline?, start: UInt64
     ) {
         self.handler = handler
         self.clientHead = clientHead
@@ -102,7 +103,7 @@ final class Exchange: UpstreamResponseReceiver {
         self.startedAt = start
         self.callerDeadline = callerDeadline
         self.keepAliveDownstream = clientHead.isKeepAlive
-        self.expectsContinue = clientHead.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+        self.expectsContinue = expectsContinue && Self.expectsContinue(clientHead)
         self.backoff = Backoff(service.params.retries.backoff)
         var candidates: [(UInt64, String, String)] = []
         if let total = service.params.totalTimeoutMs {
@@ -116,6 +117,11 @@ final class Exchange: UpstreamResponseReceiver {
             candidates.append((start &+ UInt64(remaining), "deadline", "the request's l5d-ctx-deadline"))
         }
         self.deadline = candidates.min { $0.0 < $1.0 }.map { (at: $0.0, kind: $0.1, description: $0.2) }
+    }
+
+    /// Whether the client waits for 100 Continue before sending its body.
+    static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+        head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
     private var eventLoop: any EventLoop { handler.context!.eventLoop }
@@ -600,7 +606,10 @@ final class Exchange: UpstreamResponseReceiver {
         endAttempt(success: endpointSucceeded)
         handler.listener.requestFinished()
         if status > 0 {
-            handler.sampleRecent(clientHead, status: status, elapsed: elapsed, client: client.id.description, endpoint: endpoint?.description ?? "")
+            if endpointSucceeded == true { service.metrics.successes.increment() } else { service.metrics.failures.increment() }
+            if handler.listener.router.recentRequests != nil {
+                handler.sampleRecent(clientHead, status: status, elapsed: elapsed, client: client.id.description, endpoint: endpoint?.description ?? "")
+            }
             if !routerMetricsRecorded { handler.listener.router.metrics.responded(status: status, nanoseconds: elapsed) }
             client.metrics.responded(status: status, nanoseconds: elapsed)
             entry?.metrics.responded(status: status, nanoseconds: elapsed)

@@ -33,18 +33,18 @@ enum MessageRewriting {
         from head: HTTPRequestHead,
         target: String,
         framing: HeaderRules.RequestFraming,
-        service: Path,
-        bound: BoundName,
+        facts: HeaderFacts,
+        route: FastRoute,
         localDtab: Dtab,
-        requestID: String,
-        clearContext: Bool
+        requestID: String
     ) -> HTTPRequestHead {
         var headers = head.headers
-        HeaderRules.removeHopByHop(&headers)
-        if clearContext { removeL5dHeaders(&headers) }
+        if facts.contains(.hopByHop) { HeaderRules.removeHopByHop(&headers) }
         // The per-request dtab travels on as context, whichever header it came in.
-        headers.remove(name: "l5d-dtab")
-        headers.remove(name: "l5d-ctx-dtab")
+        if facts.contains(.dtab) {
+            headers.remove(name: "l5d-dtab")
+            headers.remove(name: "l5d-ctx-dtab")
+        }
         if !localDtab.isEmpty { headers.add(name: "l5d-ctx-dtab", value: localDtab.description) }
         switch framing {
         case .chunked:
@@ -52,20 +52,20 @@ enum MessageRewriting {
         case .contentLength:
             break
         case .none:
-            headers.remove(name: "content-length")
+            if facts.contains(.contentLength) { headers.remove(name: "content-length") }
             if head.method == .POST || head.method == .PUT || head.method == .PATCH {
                 headers.add(name: "content-length", value: "0")
             }
         }
-        HeaderRules.appendVia(&headers)
-        headers.replaceOrAdd(name: "l5d-dst-service", value: service.description)
-        headers.replaceOrAdd(name: "l5d-dst-client", value: bound.id.description)
-        if bound.residual.isEmpty {
-            headers.remove(name: "l5d-dst-residual")
-        } else {
-            headers.replaceOrAdd(name: "l5d-dst-residual", value: bound.residual.description)
+        HeaderRules.appendVia(&headers, present: facts.contains(.via))
+        if facts.contains(.l5d) {
+            // Routing headers from an earlier hop are replaced, not repeated.
+            for name in ["l5d-dst-service", "l5d-dst-client", "l5d-dst-residual", "l5d-reqid"] { headers.remove(name: name) }
         }
-        headers.replaceOrAdd(name: "l5d-reqid", value: requestID)
+        headers.add(name: "l5d-dst-service", value: route.serviceText)
+        headers.add(name: "l5d-dst-client", value: route.clientText)
+        if let residual = route.residualText { headers.add(name: "l5d-dst-residual", value: residual) }
+        headers.add(name: "l5d-reqid", value: requestID)
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: target, headers: headers)
     }
 
@@ -98,9 +98,15 @@ enum MessageRewriting {
 
     /// 16 hex digits.
     static func requestID(_ random: inout SplitMix64) -> String {
-        let value = random.next()
-        let hex = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        var value = random.next()
+        return String(unsafeUninitializedCapacity: 16) { buffer in
+            for index in stride(from: 15, through: 0, by: -1) {
+                let nibble = UInt8(value & 0xF)
+                buffer[index] = nibble < 10 ? nibble + 48 : nibble + 87
+                value >>= 4
+            }
+            return 16
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 // The client side of every proxied request. One handler per accepted connection, after NIO's
-// HTTP/1.1 decoder and pipelining handler, so requests arrive one at a time and in order.
+// HTTP/1.1 decoder. Requests are handled one at a time, in order: parts of requests a client
+// pipelines behind the current one wait in a queue until its response is done. (NIO's own
+// pipelining handler does the same by pausing reads after every request, which costs two
+// epoll_ctl calls a request; meshd keeps reading and only pauses when the queue grows large.)
 //
 // For each request: check the head (framing, limits, loops), name it (identifiers), route it
 // (dtab, namers, client, balancer) and hand it to an `Exchange`, which streams it to a pooled
@@ -29,6 +32,11 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var closing = false
     /// `serverSession.idleTimeMs`: closes the connection when no request comes.
     private var idleTimer: Scheduled<Void>?
+    /// Parts of pipelined requests waiting for the current response, and their body bytes.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queuedBytes = 0
+    private var drainingQueue = false
+    private static let maxQueuedBytes = 64 * 1024
 
     init(listener: ListenerContext) {
         self.listener = listener
@@ -81,7 +89,20 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // The current request has fully arrived and its response is not done: what comes now
+        // belongs to the next request, which waits its turn.
+        if !queued.isEmpty || exchange?.requestEnded == true {
+            guard !closing else { return }
+            if case .body(let body) = part { queuedBytes += body.readableBytes }
+            queued.append(part)
+            return
+        }
+        dispatch(part, context: context)
+    }
+
+    private func dispatch(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             startRequest(head, context: context)
         case .body(let body):
@@ -94,6 +115,33 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 armIdleTimer()
             }
         }
+    }
+
+    /// Serves queued pipelined requests, in order, until one is waiting for its response.
+    private func drainQueue() {
+        guard !drainingQueue, let context else { return }
+        drainingQueue = true
+        defer { drainingQueue = false }
+        while !queued.isEmpty, exchange?.requestEnded != true {
+            if closing {
+                queued.removeAll()
+                queuedBytes = 0
+                break
+            }
+            let part = queued.removeFirst()
+            if case .body(let body) = part { queuedBytes -= body.readableBytes }
+            dispatch(part, context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // Shutting down: idle connections close now, busy ones after the current response.
+            closing = true
+            if exchange == nil { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -129,7 +177,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: outbound
 
     func read(context: ChannelHandlerContext) {
-        if exchange?.holdsClientReads == true {
+        if exchange?.holdsClientReads == true || queuedBytes > Self.maxQueuedBytes {
             readPending = true
         } else {
             context.read()
@@ -154,6 +202,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let framing: HeaderRules.RequestFraming
+        var facts: HeaderFacts
         switch RequestValidator.validate(head, limits: listener.limits) {
         case .failure(let error):
             // The head cannot be trusted to frame what follows: answer and close.
@@ -161,7 +210,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             reject(error, head: head, start: start, counted: true)
             return
         case .success(let validated):
-            framing = validated
+            (framing, facts) = validated
         }
         if head.method == .CONNECT {
             // A response to CONNECT has no framed body (NIO's encoder drops it): end it by closing.
@@ -169,7 +218,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             reject(ProxyError(.unsupportedMethod, "CONNECT is not supported; send plain HTTP requests (http_proxy) to meshd"), head: head, start: start, counted: true)
             return
         }
-        if head.headers.contains(name: "upgrade") {
+        if facts.contains(.upgrade) {
             // Protocol upgrades (WebSocket) are not proxied yet: the request goes on as plain HTTP
             // without its Upgrade header, and since the decoder stops reading HTTP after an
             // upgrade request, the connection ends with the response.
@@ -181,17 +230,22 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             target = absolute.target
             routedHead.headers.replaceOrAdd(name: "host", value: absolute.authority)
         }
-        if listener.config.clearContext { MessageRewriting.removeL5dHeaders(&routedHead.headers) }
-        let localDtab: Dtab
-        switch MessageRewriting.localDtab(routedHead.headers) {
-        case .failure(let error):
-            reject(error, head: head, start: start, counted: true)
-            return
-        case .success(let dtab):
-            localDtab = dtab
+        if listener.config.clearContext, facts.contains(.l5d) {
+            MessageRewriting.removeL5dHeaders(&routedHead.headers)
+            facts.subtract([.l5d, .dtab, .deadline])
+        }
+        var localDtab = Dtab.empty
+        if facts.contains(.dtab) {
+            switch MessageRewriting.localDtab(routedHead.headers) {
+            case .failure(let error):
+                reject(error, head: head, start: start, counted: true)
+                return
+            case .success(let dtab):
+                localDtab = dtab
+            }
         }
         let callerDeadline: Deadline?
-        switch Deadline.read(routedHead.headers[canonicalForm: "l5d-ctx-deadline"].map(String.init)) {
+        switch facts.contains(.deadline) ? Deadline.read(routedHead.headers[canonicalForm: "l5d-ctx-deadline"].map(String.init)) : .success(nil) {
         case .failure(let error):
             reject(ProxyError(.badRequest, error.description), head: head, start: start, counted: true)
             return
@@ -203,7 +257,13 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
         }
-        routedHead.headers.remove(name: "l5d-ctx-deadline")
+        if facts.contains(.deadline) { routedHead.headers.remove(name: "l5d-ctx-deadline") }
+        // The fast path: a name seen before, with nothing it depends on changed since.
+        let token = localDtab.isEmpty ? router.identifier.fastKey(routedHead) : nil
+        if let token, let cached = router.fastRoute(token) {
+            forward(routedHead, target: target, framing: framing, facts: facts, route: cached, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start)
+            return
+        }
         let identification: Identification
         switch router.identifier.identify(routedHead, uri: target) {
         case .failure(let error):
@@ -215,20 +275,29 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch router.route(identification.name, local: localDtab, random: &random) {
         case .failure(let error):
             reject(error, head: head, start: start, counted: true)
-        case .success(let (bound, client)):
-            let upstreamHead = MessageRewriting.upstreamRequest(
-                from: routedHead, target: identification.uri ?? target, framing: framing, service: identification.name,
-                bound: bound, localDtab: localDtab, requestID: MessageRewriting.requestID(&random), clearContext: listener.config.clearContext
-            )
-            client.touch(now: start)
-            let exchange = Exchange(
-                handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, client: client,
-                route: (identification.name, localDtab), service: router.service(for: identification.name),
-                callerDeadline: callerDeadline, start: start
-            )
-            self.exchange = exchange
-            exchange.start()
+        case .success(let (bound, client, epoch)):
+            let route = router.makeFastRoute(name: identification.name, bound: bound, client: client, epoch: epoch ?? 0)
+            if let token, epoch != nil, identification.uri == nil { router.remember(route, for: token) }
+            forward(routedHead, target: identification.uri ?? target, framing: framing, facts: facts, route: route, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start)
         }
+    }
+
+    /// Hands a routed request to a new exchange.
+    private func forward(
+        _ routedHead: HTTPRequestHead, target: String, framing: HeaderRules.RequestFraming, facts: HeaderFacts, route: FastRoute, localDtab: Dtab,
+        callerDeadline: Deadline?, head: HTTPRequestHead, start: UInt64
+    ) {
+        let upstreamHead = MessageRewriting.upstreamRequest(
+            from: routedHead, target: target, framing: framing, facts: facts, route: route, localDtab: localDtab,
+            requestID: MessageRewriting.requestID(&random)
+        )
+        route.client.touch(now: start)
+        let exchange = Exchange(
+            handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, expectsContinue: facts.contains(.expect), client: route.client,
+            route: (route.name, localDtab), service: route.service, callerDeadline: callerDeadline, start: start
+        )
+        self.exchange = exchange
+        exchange.start()
     }
 
     /// Answers a request meshd will not forward, and drops its body.
@@ -236,7 +305,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if counted { listener.requestFinished() }
         listener.router.countError(error)
         // A client waiting for 100 Continue will not send its body: close instead of waiting for it.
-        if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) { closing = true }
+        if head.headers.contains(name: "expect"), Exchange.expectsContinue(head) { closing = true }
         discarding = true
         respond(error, version: head.version, keepAlive: head.isKeepAlive && !closing, start: start)
         sampleRecent(head, status: Int(error.status.code), elapsed: Int64(NIODeadline.now().uptimeNanoseconds &- start))
@@ -294,6 +363,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if closeConnection { closing = true }
         if !requestEnded { discarding = true }
         armIdleTimer()
+        drainQueue()
         resumeReads()
     }
 

@@ -5,6 +5,55 @@
 
 import NIOHTTP1
 
+/// Which headers of interest a request carries, found in the validator's one pass over them, so
+/// that later steps look a header up only when it is there.
+struct HeaderFacts: OptionSet, Sendable {
+    let rawValue: UInt32
+
+    static let expect = HeaderFacts(rawValue: 1 << 0)
+    static let upgrade = HeaderFacts(rawValue: 1 << 1)
+    static let dtab = HeaderFacts(rawValue: 1 << 2)          // l5d-dtab or l5d-ctx-dtab
+    static let deadline = HeaderFacts(rawValue: 1 << 3)      // l5d-ctx-deadline
+    static let l5d = HeaderFacts(rawValue: 1 << 4)           // any l5d-* header
+    static let hopByHop = HeaderFacts(rawValue: 1 << 5)
+    static let via = HeaderFacts(rawValue: 1 << 6)
+    static let contentLength = HeaderFacts(rawValue: 1 << 7)
+
+    /// Facts about `name`, compared without allocating.
+    static func of(_ name: String) -> HeaderFacts {
+        var facts: HeaderFacts = []
+        if HeaderRules.isHopByHop(name) { facts.insert(.hopByHop) }
+        let utf8 = name.utf8
+        if utf8.count >= 4, let first = utf8.first, first | 0x20 == UInt8(ascii: "l"), name.lowercasedPrefixIsL5d {
+            facts.insert(.l5d)
+            switch utf8.count {
+            case 8: if name.asciiCaseInsensitiveEquals("l5d-dtab") { facts.insert(.dtab) }
+            case 12: if name.asciiCaseInsensitiveEquals("l5d-ctx-dtab") { facts.insert(.dtab) }
+            case 16: if name.asciiCaseInsensitiveEquals("l5d-ctx-deadline") { facts.insert(.deadline) }
+            default: break
+            }
+            return facts
+        }
+        switch utf8.count {
+        case 3: if name.asciiCaseInsensitiveEquals("via") { facts.insert(.via) }
+        case 6: if name.asciiCaseInsensitiveEquals("expect") { facts.insert(.expect) }
+        case 7: if name.asciiCaseInsensitiveEquals("upgrade") { facts.insert(.upgrade) }
+        case 14: if name.asciiCaseInsensitiveEquals("content-length") { facts.insert(.contentLength) }
+        default: break
+        }
+        return facts
+    }
+}
+
+extension String {
+    /// Whether the name starts with `l5d-`, in any case.
+    var lowercasedPrefixIsL5d: Bool {
+        var iterator = utf8.makeIterator()
+        guard let a = iterator.next(), let b = iterator.next(), let c = iterator.next(), let d = iterator.next() else { return false }
+        return a | 0x20 == UInt8(ascii: "l") && b == UInt8(ascii: "5") && c | 0x20 == UInt8(ascii: "d") && d == UInt8(ascii: "-")
+    }
+}
+
 struct RequestLimits: Sendable {
     var maxInitialLineBytes: Int
     var maxHeaderBytes: Int
@@ -12,8 +61,13 @@ struct RequestLimits: Sendable {
 }
 
 enum RequestValidator {
-    /// The framing of the request body, or why the request must be refused.
-    static func validate(_ head: HTTPRequestHead, limits: RequestLimits) -> Result<HeaderRules.RequestFraming, ProxyError> {
+    /// The framing of the request body and the headers of interest, or why the request must be refused.
+    static func validate(_ head: HTTPRequestHead, limits: RequestLimits) -> Result<(HeaderRules.RequestFraming, HeaderFacts), ProxyError> {
+        var facts: HeaderFacts = []
+        return validate(head, limits: limits, facts: &facts).map { ($0, facts) }
+    }
+
+    private static func validate(_ head: HTTPRequestHead, limits: RequestLimits, facts: inout HeaderFacts) -> Result<HeaderRules.RequestFraming, ProxyError> {
         // "METHOD SP request-target SP HTTP/1.1"
         let lineLength = head.method.rawValue.utf8.count + head.uri.utf8.count + 10
         if lineLength > limits.maxInitialLineBytes {
@@ -24,6 +78,7 @@ enum RequestValidator {
         var transferEncodings: [Substring] = []
         for (name, value) in head.headers {
             headerBytes += name.utf8.count + value.utf8.count + 4
+            facts.formUnion(HeaderFacts.of(name))
             if name.utf8.count == 14, name.lowercased() == "content-length" {
                 contentLengths.append(contentsOf: value.split(separator: ",", omittingEmptySubsequences: false))
             } else if name.utf8.count == 17, name.lowercased() == "transfer-encoding" {
@@ -33,7 +88,7 @@ enum RequestValidator {
         if headerBytes > limits.maxHeaderBytes {
             return .failure(ProxyError(.headersTooLarge, "request headers are \(headerBytes) bytes; the limit is \(limits.maxHeaderBytes) (maxHeadersKB)"))
         }
-        let hops = HeaderRules.viaHops(head.headers)
+        let hops = facts.contains(.via) ? HeaderRules.viaHops(head.headers) : 0
         if hops > limits.maxCallDepth {
             return .failure(ProxyError(.loopDetected, "request has passed \(hops) proxies (Via), more than maxCallDepth \(limits.maxCallDepth); check for a routing loop"))
         }

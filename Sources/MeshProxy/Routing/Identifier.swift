@@ -16,6 +16,18 @@ struct Identifier: Sendable {
     let kinds: [IdentifierConfig]
     let dstPrefix: Path
 
+    /// What alone decides the name of a request, as a string that can key the fast route cache:
+    /// the header's value for a lone `io.l5d.header.token`, nothing at all for a lone
+    /// `io.l5d.static`; nil for other identifiers (the request is named the long way).
+    func fastKey(_ head: HTTPRequestHead) -> String? {
+        guard kinds.count == 1 else { return nil }
+        switch kinds[0] {
+        case .headerToken(let header): return head.headers.first(name: header)
+        case .staticPath: return ""
+        default: return nil
+        }
+    }
+
     /// The first identification any identifier makes, or why none could.
     /// - Parameter uri: the request target in origin form (`/path?query`).
     func identify(_ head: HTTPRequestHead, uri: String) -> Result<Identification, ProxyError> {
