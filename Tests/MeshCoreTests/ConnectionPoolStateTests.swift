@@ -18,6 +18,17 @@ import Testing
         #expect(pool.total == 2)
     }
 
+    @Test func leaseIdleTakesOnlyFromTheSameLoop() {
+        var pool = Pool(limits: .init())
+        #expect(pool.leaseIdle(on: "L1") == nil)
+        _ = pool.leaseRequested(by: 1, on: "L1")
+        _ = pool.connectionEstablished("c1", on: "L1", for: 1, waiterStillWants: true)
+        _ = pool.connectionReleased("c1", on: "L1", reusable: true)
+        #expect(pool.leaseIdle(on: "L2") == nil)
+        #expect(pool.leaseIdle(on: "L1") == "c1")
+        #expect(pool.leased == 1 && pool.idleCount == 0 && pool.total == 1)
+    }
+
     @Test func fullPoolQueuesThenRejects() {
         var pool = Pool(limits: .init(maxSize: 1, maxWaiters: 1))
         #expect(pool.leaseRequested(by: 1, on: "L1") == .connect(on: "L1", for: 1))

@@ -79,6 +79,14 @@ public struct ConnectionPoolState<Connection: Hashable & Sendable, Waiter: Hasha
 
     // MARK: events
 
+    /// A request on `loop` takes an idle connection there, if there is one (the most recently
+    /// used); nil changes nothing, and the request goes through `leaseRequested`.
+    public mutating func leaseIdle(on loop: Loop) -> Connection? {
+        guard let index = idle.lastIndex(where: { $0.loop == loop }) else { return nil }
+        leased += 1
+        return idle.remove(at: index).connection
+    }
+
     /// A request on `loop` wants a connection.
     public mutating func leaseRequested(by waiter: Waiter, on loop: Loop) -> Action {
         if let index = idle.lastIndex(where: { $0.loop == loop }) {

@@ -62,8 +62,29 @@ final class EndpointPool: Sendable {
         self.state = NIOLockedValueBox(State(machine: Machine(limits: limits)))
     }
 
-    /// Asks for a connection on `loop` (the caller's loop). The id lets the caller give up.
-    func lease(on loop: any EventLoop) -> (waiter: Int, future: EventLoopFuture<PooledConnection>) {
+    enum Lease {
+        /// An idle connection on the caller's loop, handed over at once.
+        case ready(PooledConnection)
+        /// Wait for one; the id lets the caller give up.
+        case pending(waiter: Int, future: EventLoopFuture<PooledConnection>)
+    }
+
+    /// Asks for a connection on `loop` (the caller's loop): at once when one is idle there (the
+    /// common case, with no promise to allocate), else later.
+    func lease(on loop: any EventLoop) -> Lease {
+        let idle = state.withLockedValue { state -> PooledConnection? in
+            guard !state.draining, let id = state.machine.leaseIdle(on: LoopKey(loop)) else { return nil }
+            return state.connections[id]
+        }
+        if let idle {
+            metrics.idle.decrement()
+            return .ready(idle)
+        }
+        let (waiter, future) = leaseLater(on: loop)
+        return .pending(waiter: waiter, future: future)
+    }
+
+    private func leaseLater(on loop: any EventLoop) -> (waiter: Int, future: EventLoopFuture<PooledConnection>) {
         let promise = loop.makePromise(of: PooledConnection.self)
         var waiterID = 0
         let effects = withState { state -> [Machine.Action] in

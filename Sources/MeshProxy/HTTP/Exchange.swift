@@ -195,7 +195,14 @@ final class Exchange: UpstreamResponseReceiver {
     }
 
     private func lease(from pool: EndpointPool) {
-        let (waiter, future) = pool.lease(on: eventLoop)
+        let (waiter, future): (Int, EventLoopFuture<PooledConnection>)
+        switch pool.lease(on: eventLoop) {
+        case .ready(let connection):
+            connected(connection, pool: pool)
+            return
+        case .pending(let id, let pending):
+            (waiter, future) = (id, pending)
+        }
         phase = .leasing(pool: pool, waiter: waiter)
         future.assumeIsolated().whenComplete { [self] result in
             guard case .leasing(_, let current) = phase, current == waiter else {

@@ -44,6 +44,9 @@ final class HTTPListener: Sendable {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withPipeliningAssistance: false,
                         withErrorHandling: false,
+                        // Response headers come from the upstream, whose decoder already refused
+                        // invalid characters, or from meshd itself: a second check is wasted work.
+                        withOutboundHeaderValidation: false,
                         withEncoderConfiguration: .init(),
                         withDecoderLimitConfiguration: limits
                     )

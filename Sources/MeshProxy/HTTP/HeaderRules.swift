@@ -5,12 +5,6 @@
 import NIOHTTP1
 
 enum HeaderRules {
-    /// Headers that describe one connection, never forwarded as they are.
-    static let hopByHop: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "trailer",
-        "proxy-authenticate", "proxy-authorization",
-    ]
-
     static let viaToken = "1.1 meshd"
 
     /// Whether `name` is a hop-by-hop header, compared without allocating.
@@ -27,17 +21,26 @@ enum HeaderRules {
         }
     }
 
-    /// Removes hop-by-hop headers, and every header the `Connection` header names.
+    /// Removes hop-by-hop headers, and every header the `Connection` header names: one pass to
+    /// find them (most messages have none), one to copy what stays.
     static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        // Most messages have none: one pass to find out before changing anything.
-        guard headers.contains(where: { isHopByHop($0.name) }) else { return }
+        var found = false
         var named: [String] = []
-        for value in headers[canonicalForm: "connection"] {
-            let token = value.lowercased()
-            if token != "close" && token != "keep-alive" { named.append(String(token)) }
+        for (name, value) in headers where isHopByHop(name) {
+            found = true
+            guard name.asciiCaseInsensitiveEquals("connection") else { continue }
+            for token in value.split(separator: ",") {
+                let option = token.trimmingSpaces.lowercased()
+                if option != "close" && option != "keep-alive" && !option.isEmpty { named.append(option) }
+            }
         }
-        for name in named { headers.remove(name: name) }
-        for name in hopByHop where headers.contains(name: name) { headers.remove(name: name) }
+        guard found else { return }
+        var kept = HTTPHeaders()
+        kept.reserveCapacity(headers.count)
+        for (name, value) in headers where !isHopByHop(name) && (named.isEmpty || !named.contains(name.lowercased())) {
+            kept.add(name: name, value: value)
+        }
+        headers = kept
     }
 
     /// Appends meshd to `Via`. `present`: whether the message has a Via header already.
