@@ -21,26 +21,21 @@ enum HeaderRules {
         }
     }
 
-    /// Removes hop-by-hop headers, and every header the `Connection` header names: one pass to
-    /// find them (most messages have none), one to copy what stays.
+    /// Removes hop-by-hop headers, and every header the `Connection` header names. One pass
+    /// finds them (most messages have none, or just `Connection: keep-alive`); each name found
+    /// is then removed in place.
     static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        var found = false
-        var named: [String] = []
+        var doomed: [String] = []
         for (name, value) in headers where isHopByHop(name) {
-            found = true
-            guard name.asciiCaseInsensitiveEquals("connection") else { continue }
+            let lowered = name.lowercased()
+            if !doomed.contains(lowered) { doomed.append(lowered) }
+            guard lowered == "connection" else { continue }
             for token in value.split(separator: ",") {
                 let option = token.trimmingSpaces.lowercased()
-                if option != "close" && option != "keep-alive" && !option.isEmpty { named.append(option) }
+                if option != "close" && option != "keep-alive" && !option.isEmpty && !doomed.contains(option) { doomed.append(option) }
             }
         }
-        guard found else { return }
-        var kept = HTTPHeaders()
-        kept.reserveCapacity(headers.count)
-        for (name, value) in headers where !isHopByHop(name) && (named.isEmpty || !named.contains(name.lowercased())) {
-            kept.add(name: name, value: value)
-        }
-        headers = kept
+        for name in doomed { headers.remove(name: name) }
     }
 
     /// Appends meshd to `Via`. `present`: whether the message has a Via header already.
