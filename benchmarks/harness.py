@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -137,6 +138,17 @@ class Process:
                 self.popen.wait(5)
 
 
+def wait_port(port, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} did not open")
+
+
 def pinned(core):
     return ["taskset", "-c", str(core)] if core is not None else []
 
@@ -144,7 +156,10 @@ def pinned(core):
 class Bench:
     def __init__(self, args):
         self.args = args
+        self.scenario = None
         self.work = Path(tempfile.mkdtemp(prefix="meshd-harness-"))
+        # nginx workers run as an unprivileged user: they must be able to read the 1 MiB file.
+        self.work.chmod(0o755)
         self.upstream_port = free_port()
         self.cert, self.key, self.pem = self.make_certificate()
         (self.work / "large").write_bytes(os.urandom(1 << 20))
@@ -257,7 +272,7 @@ admin:
         return Process(popen)
 
     def start_haproxy(self, port, workers, core, tls):
-        bind = f"bind 127.0.0.1:{port}" + (f" ssl crt {self.pem} alpn h2,http/1.1" if tls else " proto h2" if False else "")
+        bind = f"bind 127.0.0.1:{port}" + (f" ssl crt {self.pem} alpn h2,http/1.1" if tls else " proto h2" if self.scenario == "h2c" else "")
         config = self.work / f"haproxy-{port}.cfg"
         config.write_text(f"""
 global
@@ -366,6 +381,7 @@ http {{
         tables = {}
         try:
             for scenario in self.args.scenarios:
+                self.scenario = scenario
                 tls = SCENARIOS[scenario][3]
                 path = SCENARIOS[scenario][0]
                 running, skipped = {}, {}
@@ -386,9 +402,11 @@ http {{
                     scheme = "https" if tls else "http"
                     target_port = self.upstream_port if name == "direct" else port
                     url = f"{scheme}://127.0.0.1:{target_port}{path}"
-                    import ssl
                     context = ssl._create_unverified_context() if tls else None
-                    wait_http(url, context=context)
+                    if scenario == "h2c":
+                        wait_port(target_port)
+                    else:
+                        wait_http(url, context=context)
                     running[name] = (process, url)
                 try:
                     for name, (process, url) in running.items():
@@ -436,6 +454,8 @@ def render(tables, workers, args):
                 sum(run["errors"] for run in runs)))
         for name, reason in skipped.items():
             lines.append(f"| {name} | {reason} | | | | | | | | | |")
+        if scenario == "h2c":
+            lines.append("\nh2load reports no percentiles: the p50 column holds its mean time per request.")
     return "\n".join(lines)
 
 

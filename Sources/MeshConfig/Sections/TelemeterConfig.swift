@@ -30,7 +30,7 @@ public enum TelemeterConfig: Sendable, Hashable, JSONRepresentable {
             if let node = m.optional("path"), let path = node.string {
                 if !path.hasPrefix("/") {
                     node.error("path must start with '/'")
-                } else if PrometheusConfig.reservedPaths.contains(path) {
+                } else if PrometheusConfig.reservedPaths.contains(path) || path.hasPrefix("/namer_state/") {
                     node.error("path '\(path)' is one of the admin port's own paths; choose another, e.g. /metrics")
                 } else {
                     config.path = path

@@ -176,7 +176,7 @@ final class BoundClient: Sendable {
                 state.pools[endpoint.address] = entry
                 return .success((endpoint, entry, probe))
             } catch {
-                state.balancer.finished(endpoint.address, success: false, latency: 0, now: now, using: &state.random)
+                state.balancer.finished(endpoint.address, success: false, wasProbe: state.balancer.lastPickWasProbe, latency: 0, now: now, using: &state.random)
                 return .failure(.invalidAddress(ProxyError(.connectFailed, "invalid endpoint address \(endpoint): \(error)")))
             }
         }

@@ -1,7 +1,7 @@
-// A router's listener: accepts connections and gives each the HTTP/1.1 codec, NIO's pipelining
-// handler and a `ProxyServerHandler`. Shutting down stops accepting and lets open connections
-// finish the request in progress (NIO's quiescing: idle connections close at once, busy ones
-// after their response).
+// A router's listener: accepts connections and gives each NIO's HTTP/1.1 codec and a
+// `ProxyServerHandler` (which handles pipelining itself). Shutting down stops accepting and tells
+// every connection to quiesce: `ProxyServerHandler` closes idle ones at once and busy ones after
+// their response.
 
 import MeshConfig
 import NIOCore

@@ -36,6 +36,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var queuedBytes = 0
     private var drainingQueue = false
+    /// Past this much queued (body bytes, and 1 KiB counted for every head), reads pause.
     private static let maxQueuedBytes = 64 * 1024
 
     init(listener: ListenerContext) {
@@ -94,7 +95,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // belongs to the next request, which waits its turn.
         if !queued.isEmpty || exchange?.requestEnded == true {
             guard !closing else { return }
-            if case .body(let body) = part { queuedBytes += body.readableBytes }
+            queuedBytes += Self.queuedCost(part)
             queued.append(part)
             return
         }
@@ -112,7 +113,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 exchange.requestEnd(trailers)
             } else {
                 discarding = false
-                armIdleTimer()
+                // Answered already; a connection marked to close meanwhile (lifetime, shutdown) closes now.
+                if closing { context.close(promise: nil) } else { armIdleTimer() }
             }
         }
     }
@@ -129,8 +131,18 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 break
             }
             let part = queued.removeFirst()
-            if case .body(let body) = part { queuedBytes -= body.readableBytes }
+            queuedBytes -= Self.queuedCost(part)
             dispatch(part, context: context)
+        }
+    }
+
+    /// What a queued part counts against `maxQueuedBytes`: its body bytes, or 1 KiB for a head,
+    /// so that many small pipelined requests pause reads too.
+    private static func queuedCost(_ part: HTTPServerRequestPart) -> Int {
+        switch part {
+        case .head: return 1024
+        case .body(let body): return body.readableBytes
+        case .end: return 0
         }
     }
 
