@@ -88,11 +88,18 @@ routers:
   dtab: "{dtab}"
   servers: [{{ip: 127.0.0.1, port: 0}}]
 """)
+    proc, listeners = launch_meshd(binary, config)
+    return proc, listeners["bench"][0]
+
+
+def launch_meshd(binary: str, config: Path):
+    """Starts meshd on `config`; waits for its "meshd ready" log line and returns the process
+    and its routers' listening addresses (label -> [address])."""
     proc = subprocess.Popen([binary, "run", "--config", str(config), "--log-format", "json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     admin = None
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and admin is None:
         line = proc.stderr.readline()
         if not line:
             break
@@ -102,14 +109,12 @@ routers:
             continue
         if event.get("msg") == "meshd ready":
             admin = event["meshd.admin"]
-            break
     if admin is None:
         proc.kill()
         raise SystemExit("meshd did not start")
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
     listeners = json.loads(urllib.request.urlopen(f"http://{admin}/admin/listeners.json").read())
-    address = listeners["routers"]["bench"][0]
-    return proc, address
+    return proc, listeners["routers"]
 
 
 def wait_http(url, headers=None, timeout=15):
@@ -268,25 +273,7 @@ def balancer_scenario(args, binary, workdir):
 """ for name, kind in BALANCERS.items())
     config = workdir / "balancers.yaml"
     config.write_text(f"admin: {{ip: 127.0.0.1, port: 0}}\nnamers:\n- kind: io.l5d.fs\n  rootDir: {workdir / 'disco'}\nrouters:{routers}")
-    proc = subprocess.Popen([binary, "run", "--config", str(config), "--log-format", "json"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    admin = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and admin is None:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("msg") == "meshd ready":
-            admin = event["meshd.admin"]
-    if admin is None:
-        proc.kill()
-        raise SystemExit("meshd did not start")
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-    listeners = json.loads(urllib.request.urlopen(f"http://{admin}/admin/listeners.json").read())["routers"]
+    proc, listeners = launch_meshd(binary, config)
     results = {name: [] for name in BALANCERS}
     try:
         for name in BALANCERS:

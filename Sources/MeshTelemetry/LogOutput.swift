@@ -2,6 +2,7 @@
 
 import Foundation
 import Logging
+import MeshCore
 
 /// `--log-format`.
 public enum LogFormat: String, Sendable, CaseIterable {
@@ -56,19 +57,9 @@ public struct StderrLogHandler: LogHandler {
     }
 
     private static func jsonString(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
+        var out = ""
+        JSONValue.writeString(value, into: &out)
+        return out
     }
 
     private static func timestamp() -> String {

@@ -4,92 +4,17 @@ import MeshCore
 /// applies one set of parameters to every client; `io.l5d.static` gives parameters per client
 /// name prefix (`configs: [{prefix: /#/io.l5d.fs/web, …}]`), every matching entry applying in
 /// order so that later ones win key by key.
-public struct ClientConfig: Sendable, Hashable, JSONRepresentable {
-    public enum Kind: String, Sendable, Hashable {
-        case global = "io.l5d.global"
-        case `static` = "io.l5d.static"
-    }
+public typealias ClientConfig = PrefixConfigs<ClientParams>
 
-    public var kind = Kind.global
-    /// The parameters of `io.l5d.global`, and the base that `io.l5d.static` entries modify.
-    public var base = ClientParams()
-    /// `io.l5d.static`'s entries, in order.
-    public var configs: [(prefix: PrefixPattern, overrides: ClientOverrides)] = []
-
-    public init() {}
-
-    public static func == (lhs: ClientConfig, rhs: ClientConfig) -> Bool {
-        lhs.kind == rhs.kind && lhs.base == rhs.base && lhs.configs.map(\.prefix) == rhs.configs.map(\.prefix)
-            && lhs.configs.map(\.overrides) == rhs.configs.map(\.overrides)
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(kind)
-        hasher.combine(base)
-        for entry in configs {
-            hasher.combine(entry.prefix)
-            hasher.combine(entry.overrides)
-        }
-    }
-
-    /// The parameters for the client of bound name `id`.
-    public func params(for id: Path) -> ClientParams {
-        var params = base
-        for entry in configs where entry.prefix.matches(id) {
-            params.apply(entry.overrides)
-        }
-        return params
-    }
-
+extension PrefixConfigs where Params == ClientParams {
     static func read(_ node: ConfigNode?) -> ClientConfig {
-        var config = ClientConfig()
-        guard let node, let m = node.mapping else { return config }
-        defer { m.finish() }
-        guard let kindName = m.kind(supported: [Kind.global.rawValue, Kind.static.rawValue], what: "client", defaultKind: Kind.global.rawValue),
-            let kind = Kind(rawValue: kindName)
-        else {
-            m.accepted(m.keys)
-            return config
-        }
-        config.kind = kind
-        switch kind {
-        case .global:
-            config.base.apply(ClientOverrides.read(m))
-        case .static:
-            guard let list = m.required("configs", hint: "list entries like {prefix: /#/io.l5d.fs/web, loadBalancer: {kind: ewma}}")?.sequence else { return config }
-            for item in list {
-                guard let entry = item.mapping else { continue }
-                guard let prefixNode = entry.required("prefix", hint: "give the client names this entry applies to, e.g. /#/io.l5d.fs/*"),
-                    let prefix = PrefixPattern.read(prefixNode)
-                else {
-                    entry.accepted(entry.keys)
-                    entry.finish()
-                    continue
-                }
-                config.configs.append((prefix, ClientOverrides.read(entry)))
-                entry.finish()
-            }
-        }
-        return config
-    }
-
-    public var json: JSONValue {
-        switch kind {
-        case .global:
-            guard case .object(let pairs) = base.json else { return base.json }
-            return .object([("kind", .string(kind.rawValue))] + pairs)
-        case .static:
-            let entries = configs.map { entry -> JSONValue in
-                guard case .object(let pairs) = entry.overrides.json else { return entry.overrides.json }
-                return .object([("prefix", .string(entry.prefix.description))] + pairs)
-            }
-            return .object([("kind", .string(kind.rawValue)), ("defaults", base.json), ("configs", .array(entries))])
-        }
+        read(node, what: "client", example: "{prefix: /#/io.l5d.fs/web, loadBalancer: {kind: ewma}}",
+             prefixHint: "give the client names this entry applies to, e.g. /#/io.l5d.fs/*")
     }
 }
 
 /// Everything that can be set per client.
-public struct ClientParams: Sendable, Hashable, JSONRepresentable {
+public struct ClientParams: ConfigReadableParams {
     public var hostConnectionPool = HostConnectionPoolConfig()
     public var loadBalancer = BalancerKind.p2c(maxEffort: 5)
     public var failureAccrual = FailureAccrualConfig()
@@ -109,7 +34,9 @@ public struct ClientParams: Sendable, Hashable, JSONRepresentable {
 
     public init() {}
 
-    mutating func apply(_ overrides: ClientOverrides) {
+    static func readOverrides(_ m: ConfigMapping) -> ClientOverrides { ClientOverrides.read(m) }
+
+    public mutating func apply(_ overrides: ClientOverrides) {
         if let pool = overrides.hostConnectionPool { hostConnectionPool = pool }
         if let balancer = overrides.loadBalancer { loadBalancer = balancer }
         if let accrual = overrides.failureAccrual { failureAccrual = accrual }

@@ -3,84 +3,17 @@ import MeshCore
 /// `routers[].service`: policy per logical name (`/svc/…`): response classes, retries, total
 /// timeout. `io.l5d.global` applies one set to every name; `io.l5d.static` gives parameters per
 /// name prefix (`configs: [{prefix: /svc/web, …}]`), every matching entry applying in order.
-public struct ServiceConfig: Sendable, Hashable, JSONRepresentable {
-    public enum Kind: String, Sendable, Hashable {
-        case global = "io.l5d.global"
-        case `static` = "io.l5d.static"
-    }
+public typealias ServiceConfig = PrefixConfigs<ServiceParams>
 
-    public var kind = Kind.global
-    public var base = ServiceParams()
-    public var configs: [(prefix: PrefixPattern, overrides: ServiceOverrides)] = []
-
-    public init() {}
-
-    public static func == (lhs: ServiceConfig, rhs: ServiceConfig) -> Bool {
-        lhs.kind == rhs.kind && lhs.base == rhs.base && lhs.configs.map(\.prefix) == rhs.configs.map(\.prefix)
-            && lhs.configs.map(\.overrides) == rhs.configs.map(\.overrides)
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(kind)
-        hasher.combine(base)
-        for entry in configs { hasher.combine(entry.prefix); hasher.combine(entry.overrides) }
-    }
-
-    /// The parameters for logical name `name`.
-    public func params(for name: Path) -> ServiceParams {
-        var params = base
-        for entry in configs where entry.prefix.matches(name) { params.apply(entry.overrides) }
-        return params
-    }
-
+extension PrefixConfigs where Params == ServiceParams {
     static func read(_ node: ConfigNode?) -> ServiceConfig {
-        var config = ServiceConfig()
-        guard let node, let m = node.mapping else { return config }
-        defer { m.finish() }
-        guard let kindName = m.kind(supported: [Kind.global.rawValue, Kind.static.rawValue], what: "service", defaultKind: Kind.global.rawValue),
-            let kind = Kind(rawValue: kindName)
-        else {
-            m.accepted(m.keys)
-            return config
-        }
-        config.kind = kind
-        switch kind {
-        case .global:
-            config.base.apply(ServiceOverrides.read(m))
-        case .static:
-            guard let list = m.required("configs", hint: "list entries like {prefix: /svc/web, totalTimeoutMs: 1000}")?.sequence else { return config }
-            for item in list {
-                guard let entry = item.mapping else { continue }
-                defer { entry.finish() }
-                guard let prefixNode = entry.required("prefix", hint: "give the service names this entry applies to, e.g. /svc/web"),
-                    let prefix = PrefixPattern.read(prefixNode)
-                else {
-                    entry.accepted(entry.keys)
-                    continue
-                }
-                config.configs.append((prefix, ServiceOverrides.read(entry)))
-            }
-        }
-        return config
-    }
-
-    public var json: JSONValue {
-        switch kind {
-        case .global:
-            guard case .object(let pairs) = base.json else { return base.json }
-            return .object([("kind", .string(kind.rawValue))] + pairs)
-        case .static:
-            let entries = configs.map { entry -> JSONValue in
-                guard case .object(let pairs) = entry.overrides.json else { return entry.overrides.json }
-                return .object([("prefix", .string(entry.prefix.description))] + pairs)
-            }
-            return .object([("kind", .string(kind.rawValue)), ("defaults", base.json), ("configs", .array(entries))])
-        }
+        read(node, what: "service", example: "{prefix: /svc/web, totalTimeoutMs: 1000}",
+             prefixHint: "give the service names this entry applies to, e.g. /svc/web")
     }
 }
 
 /// Everything that can be set per logical name.
-public struct ServiceParams: Sendable, Hashable, JSONRepresentable {
+public struct ServiceParams: ConfigReadableParams {
     /// The whole request, retries included, in ms, 1–3,600,000. Default: none (nil).
     public var totalTimeoutMs: Int?
     public var retries = RetriesConfig()
@@ -92,7 +25,9 @@ public struct ServiceParams: Sendable, Hashable, JSONRepresentable {
 
     public init() {}
 
-    mutating func apply(_ overrides: ServiceOverrides) {
+    static func readOverrides(_ m: ConfigMapping) -> ServiceOverrides { ServiceOverrides.read(m) }
+
+    public mutating func apply(_ overrides: ServiceOverrides) {
         if let value = overrides.totalTimeoutMs { totalTimeoutMs = value }
         if let value = overrides.retries { retries = value }
         if let value = overrides.responseClassifier { responseClassifier = value }

@@ -78,7 +78,8 @@ public indirect enum JSONValue: Hashable, Sendable {
         }
     }
 
-    static func writeString(_ value: String, into out: inout String) {
+    /// Appends `value` as a JSON string literal.
+    public static func writeString(_ value: String, into out: inout String) {
         out += "\""
         for scalar in value.unicodeScalars {
             switch scalar {
