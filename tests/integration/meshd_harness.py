@@ -118,18 +118,20 @@ def write_config(directory: Path, text: str, disco=None) -> Path:
     return path
 
 
-def simple_config(extra_router="", extra_server="", extra_top=""):
-    """One http router on port 0 routing /svc/<Host> to the fs namer's disco/ directory."""
-    return f"""
-admin:
-  ip: 127.0.0.1
-  port: 0
+# The start of a config with an admin port on 0, the fs namer over ./disco and one http router;
+# tests append the router's own keys.
+FS_ROUTER_HEAD = """admin: {ip: 127.0.0.1, port: 0}
 namers:
 - kind: io.l5d.fs
   rootDir: disco
 routers:
 - protocol: http
-  dtab: /svc => /#/io.l5d.fs;
+"""
+
+
+def simple_config(extra_router="", extra_server="", extra_top=""):
+    """One http router on port 0 routing /svc/<Host> to the fs namer's disco/ directory."""
+    return FS_ROUTER_HEAD + f"""  dtab: /svc => /#/io.l5d.fs;
 {extra_router}
   servers:
   - ip: 127.0.0.1

@@ -15,19 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meshd_harness import Meshd, wait_until, write_config
+from meshd_harness import FS_ROUTER_HEAD, Meshd, wait_until, write_config
 from upstreams import Upstream, free_port
 
 
 def client_config(client_yaml):
-    return f"""
-admin: {{ip: 127.0.0.1, port: 0}}
-namers:
-- kind: io.l5d.fs
-  rootDir: disco
-routers:
-- protocol: http
-  dtab: /svc => /#/io.l5d.fs;
+    return FS_ROUTER_HEAD + f"""  dtab: /svc => /#/io.l5d.fs;
   client:
 {client_yaml}
   servers: [{{ip: 127.0.0.1, port: 0}}]

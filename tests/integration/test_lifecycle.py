@@ -53,7 +53,10 @@ def slow_upstream():
 
 
 def config_with_grace(grace_ms):
-    return simple_config().replace("  port: 0\nnamers:", f"  port: 0\n  shutdownGraceMs: {grace_ms}\nnamers:", 1)
+    admin = "admin: {ip: 127.0.0.1, port: 0}"
+    config = simple_config()
+    assert admin in config
+    return config.replace(admin, f"admin: {{ip: 127.0.0.1, port: 0, shutdownGraceMs: {grace_ms}}}", 1)
 
 
 def request_in_background(url, host="web", timeout=15):

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from upstreams import Upstream, free_port, RawClient
+from meshd_harness import FS_ROUTER_HEAD
 
 SEEN = []  # (method, request id) at every upstream, for the duplicate check
 
@@ -60,14 +61,7 @@ def fail_first_attempt_per_request():
 
 
 def service_config(service_yaml="", client_yaml="", server_yaml=""):
-    return f"""
-admin: {{ip: 127.0.0.1, port: 0}}
-namers:
-- kind: io.l5d.fs
-  rootDir: disco
-routers:
-- protocol: http
-  dtab: /svc => /#/io.l5d.fs;
+    return FS_ROUTER_HEAD + f"""  dtab: /svc => /#/io.l5d.fs;
   service:
 {service_yaml or "    kind: io.l5d.global"}
   client:

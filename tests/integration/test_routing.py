@@ -11,21 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from meshd_harness import MESHD_BIN, wait_until
+from meshd_harness import FS_ROUTER_HEAD, MESHD_BIN, wait_until
 from upstreams import Upstream
 
 
 def config(dtab, extra_router="", identifier="", extra_server="", label=""):
-    return f"""
-admin:
-  ip: 127.0.0.1
-  port: 0
-namers:
-- kind: io.l5d.fs
-  rootDir: disco
-routers:
-- protocol: http
-{label}
+    return FS_ROUTER_HEAD + f"""{label}
   dtab: |
 {chr(10).join('    ' + line for line in dtab.strip().splitlines())}
 {identifier}
