@@ -476,7 +476,7 @@ def main():
     args.contenders = args.contenders.split(",")
     ensure_tools()
     if not args.meshd:
-        subprocess.run(["swift", "build", "-c", "release", "--product", "meshd"], cwd=ROOT, check=True)
+        subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--product", "meshd"], cwd=ROOT, check=True)
         args.meshd = str(ROOT / ".build" / "release" / "meshd")
     bench = Bench(args)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
