@@ -196,7 +196,7 @@ def main():
     ensure_tools()
     binary = args.binary
     if not binary:
-        subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--product", "meshd"], cwd=ROOT, check=True)
+        subprocess.run([str(ROOT / "scripts" / "build-release")], cwd=ROOT, check=True)
         binary = str(ROOT / ".build" / "release" / "meshd")
 
     workdir = Path(tempfile.mkdtemp(prefix="meshd-bench-"))

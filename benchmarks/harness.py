@@ -200,13 +200,15 @@ http {{
 
     def start(self, name, workers, core, tls):
         port = free_port()
+        if name == "meshd-baseline":
+            return self.start_meshd(port, workers, core, tls, binary=self.args.baseline), port
         starter = getattr(self, f"start_{name}")
         return starter(port, workers, core, tls), port
 
     def start_direct(self, port, workers, core, tls):
         return None
 
-    def start_meshd(self, port, workers, core, tls):
+    def start_meshd(self, port, workers, core, tls, binary=None):
         if tls:
             return "skip: meshd does not terminate TLS yet"
         config = self.work / f"meshd-{port}.yaml"
@@ -219,7 +221,7 @@ routers:
   dtab: /svc/bench => /$/inet/127.0.0.1/{self.upstream_port};
   servers: [{{ip: 127.0.0.1, port: {port}}}]
 """)
-        popen = subprocess.Popen(pinned(core) + [self.args.meshd, "run", "--config", str(config), "--threads", str(workers),
+        popen = subprocess.Popen(pinned(core) + [binary or self.args.meshd, "run", "--config", str(config), "--threads", str(workers),
                                                  "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return Process(popen)
 
@@ -389,7 +391,7 @@ http {{
                     if name == "direct" and tls:
                         skipped[name] = "skip: the upstream has no TLS listener"
                         continue
-                    if scenario == "h2c" and name == "meshd":
+                    if scenario == "h2c" and name.startswith("meshd"):
                         skipped[name] = "skip: meshd does not speak HTTP/2 yet"
                         continue
                     if scenario == "h2c" and name in ("nginx", "direct"):
@@ -469,14 +471,19 @@ def main():
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
+    parser.add_argument("--baseline", help="another meshd binary (say, a build of an earlier commit), run as the "
+                                           "contender meshd-baseline right after meshd: before/after in one run")
     args = parser.parse_args()
     if args.short:
         args.rounds, args.duration, args.workers, args.scenarios = 1, 5, "1", "small-c50,small-c1"
     args.scenarios = args.scenarios.split(",")
     args.contenders = args.contenders.split(",")
+    if args.baseline and "meshd-baseline" not in args.contenders:
+        at = args.contenders.index("meshd") + 1 if "meshd" in args.contenders else 0
+        args.contenders.insert(at, "meshd-baseline")
     ensure_tools()
     if not args.meshd:
-        subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--product", "meshd"], cwd=ROOT, check=True)
+        subprocess.run([str(ROOT / "scripts" / "build-release")], cwd=ROOT, check=True)
         args.meshd = str(ROOT / ".build" / "release" / "meshd")
     bench = Bench(args)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()

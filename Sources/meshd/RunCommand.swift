@@ -98,9 +98,13 @@ struct MeshdService: Service {
             await admin.close()
             throw error
         }
+        // Start-up is over: the pages of code and data only it touched go back (see StartupPages).
+        let released = StartupPages.release()
         logger.info("meshd ready", metadata: [
             LogKeys.version: "\(MeshdVersion.string)", LogKeys.config: "\(path)",
             LogKeys.admin: "\(adminAddress.withLockedValue { $0 })",
+            LogKeys.startupPagesReleasedKiB: "\(released / 1024)",
+            LogKeys.residentKiB: "\(StartupPages.residentBytes().map { $0 / 1024 } ?? 0)",
         ])
         // Runs until a shutdown signal (graceful shutdown ends the loop) or an admin request.
         for await _ in shutdown.stream.cancelOnGracefulShutdown() {

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from upstreams import RawClient, Upstream, echo
+from upstreams import RawClient, RawUpstream, Upstream, echo
 
 
 def headers_of(record):
@@ -330,3 +330,44 @@ def test_request_without_host_is_refused(web, version):
         assert response.body.strip()
     assert upstream.count() == 0
 
+
+
+def test_chunked_bodies_and_trailers_cross_both_ways(start_meshd):
+    """A chunked upload with a trailer reaches the upstream chunked, trailer included; a chunked
+    response with a trailer reaches the client the same way (meshd's own HTTP/1.1 encoders)."""
+    seen = {}
+
+    def script(conn):
+        data = b""
+        while not (b"\r\n0\r\n" in data and data.endswith(b"\r\n\r\n")):
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        seen["request"] = data
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n7\r\n, world\r\n0\r\nX-Checksum: abc\r\n\r\n")
+        time.sleep(0.5)
+
+    upstream = RawUpstream(script)
+    try:
+        meshd = start_meshd(disco={"web": upstream.disco_line})
+        with RawClient(meshd.router()) as client:
+            client.send(b"POST /t HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"3\r\nabc\r\n2\r\nde\r\n0\r\nX-Up: 1\r\n\r\n")
+            head = client.read_head()
+            assert head is not None
+            _, status, _, headers = head
+            assert status == 200
+            assert dict((k.lower(), v) for k, v in headers)["transfer-encoding"] == "chunked"
+            rest = b""
+            while not rest.endswith(b"\r\n\r\n"):
+                rest += client._readline()
+            assert rest == b"5\r\nhello\r\n7\r\n, world\r\n0\r\nX-Checksum: abc\r\n\r\n"
+        request = seen["request"]
+        head, _, body = request.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert b"content-length" not in head.lower()
+        assert body == b"3\r\nabc\r\n2\r\nde\r\n0\r\nX-Up: 1\r\n\r\n"
+    finally:
+        upstream.close()

@@ -379,13 +379,10 @@ final class Exchange: UpstreamResponseReceiver {
         status = Int(code)
         endpointSucceeded = responseClass.isSuccess
         responseHeadSent = true
-        var response = MessageRewriting.downstreamResponse(
-            from: head, clientVersion: clientHead.version, keepAlive: keepAliveDownstream, clearContext: handler.listener.config.clearContext
+        let response = MessageRewriting.downstreamResponse(
+            from: head, clientVersion: clientHead.version, keepAlive: keepAliveDownstream, clearContext: handler.listener.config.clearContext,
+            responseClass: responseClass
         )
-        if !handler.listener.config.clearContext {
-            response.headers.replaceOrAdd(name: "l5d-success-class", value: responseClass.isSuccess ? "1.0" : "0.0")
-            if responseClass.isRetryable { response.headers.replaceOrAdd(name: "l5d-retryable", value: "true") } else { response.headers.remove(name: "l5d-retryable") }
-        }
         handler.write(.head(response))
     }
 

@@ -1,6 +1,6 @@
-// A router's listener: accepts connections and gives each NIO's HTTP/1.1 codec and a
-// `ProxyServerHandler` (which handles pipelining itself). Shutting down stops accepting and tells
-// every connection to quiesce: `ProxyServerHandler` closes idle ones at once and busy ones after
+// A router's listener: accepts connections and gives each an HTTP/1.1 codec (NIO's decoder,
+// meshd's encoder) and a `ProxyServerHandler` (which handles pipelining itself). Shutting down
+// stops accepting and tells every connection to quiesce: `ProxyServerHandler` closes idle ones at once and busy ones after
 // their response.
 
 import MeshConfig
@@ -41,16 +41,13 @@ final class HTTPListener: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false,
-                        withErrorHandling: false,
-                        // Response headers come from the upstream, whose decoder already refused
-                        // invalid characters, or from meshd itself: a second check is wasted work.
-                        withOutboundHeaderValidation: false,
-                        withEncoderConfiguration: .init(),
-                        withDecoderLimitConfiguration: limits
-                    )
-                    try channel.pipeline.syncOperations.addHandler(ProxyServerHandler(listener: context))
+                    // NIO's request decoder, meshd's own response encoder (HeadEncoders.swift), and
+                    // no pipelining helper: ProxyServerHandler queues pipelined requests itself.
+                    let encoder = ResponseEncoder()
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(encoder)
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
+                    try sync.addHandler(ProxyServerHandler(listener: context, encoder: encoder))
                 }
             }
             .bind(host: context.config.ip, port: context.config.port)

@@ -7,44 +7,71 @@ import NIOHTTP1
 enum HeaderRules {
     static let viaToken = "1.1 meshd"
 
-    /// Whether `name` is a hop-by-hop header, compared without allocating.
-    static func isHopByHop(_ name: String) -> Bool {
+    /// The lower-case name of a hop-by-hop header, or nil; compared without allocating.
+    static func hopByHopName(_ name: String) -> String? {
         switch name.utf8.count {
-        case 2: return name.asciiCaseInsensitiveEquals("te")
-        case 7: return name.asciiCaseInsensitiveEquals("upgrade") || name.asciiCaseInsensitiveEquals("trailer")
-        case 10: return name.asciiCaseInsensitiveEquals("connection") || name.asciiCaseInsensitiveEquals("keep-alive")
-        case 16: return name.asciiCaseInsensitiveEquals("proxy-connection")
-        case 17: return name.asciiCaseInsensitiveEquals("transfer-encoding")
-        case 18: return name.asciiCaseInsensitiveEquals("proxy-authenticate")
-        case 19: return name.asciiCaseInsensitiveEquals("proxy-authorization")
-        default: return false
+        case 2: return name.asciiCaseInsensitiveEquals("te") ? "te" : nil
+        case 7:
+            if name.asciiCaseInsensitiveEquals("upgrade") { return "upgrade" }
+            return name.asciiCaseInsensitiveEquals("trailer") ? "trailer" : nil
+        case 10:
+            if name.asciiCaseInsensitiveEquals("connection") { return "connection" }
+            return name.asciiCaseInsensitiveEquals("keep-alive") ? "keep-alive" : nil
+        case 16: return name.asciiCaseInsensitiveEquals("proxy-connection") ? "proxy-connection" : nil
+        case 17: return name.asciiCaseInsensitiveEquals("transfer-encoding") ? "transfer-encoding" : nil
+        case 18: return name.asciiCaseInsensitiveEquals("proxy-authenticate") ? "proxy-authenticate" : nil
+        case 19: return name.asciiCaseInsensitiveEquals("proxy-authorization") ? "proxy-authorization" : nil
+        default: return nil
         }
     }
 
+    /// Whether `name` is a hop-by-hop header.
+    static func isHopByHop(_ name: String) -> Bool {
+        hopByHopName(name) != nil
+    }
+
+    /// Other headers of interest that `removeHopByHop` saw on its way.
+    struct Seen {
+        var via = false
+        /// `l5d-success-class` or `l5d-retryable`, which meshd sets itself on responses.
+        var classification = false
+    }
+
     /// Removes hop-by-hop headers, and every header the `Connection` header names. One pass
-    /// finds them (most messages have none, or just `Connection: keep-alive`); each name found
-    /// is then removed in place.
-    static func removeHopByHop(_ headers: inout HTTPHeaders) {
+    /// finds them (most messages have none, or just `Connection: keep-alive`, which names no
+    /// other header); each name found is then removed in place.
+    @discardableResult
+    static func removeHopByHop(_ headers: inout HTTPHeaders) -> Seen {
         var doomed: [String] = []
-        for (name, value) in headers where isHopByHop(name) {
-            let lowered = name.lowercased()
-            if !doomed.contains(lowered) { doomed.append(lowered) }
-            guard lowered == "connection" else { continue }
+        var seen = Seen()
+        for (name, value) in headers {
+            guard let canonical = hopByHopName(name) else {
+                switch name.utf8.count {
+                case 3: if name.asciiCaseInsensitiveEquals("via") { seen.via = true }
+                case 13: if name.asciiCaseInsensitiveEquals("l5d-retryable") { seen.classification = true }
+                case 17: if name.asciiCaseInsensitiveEquals("l5d-success-class") { seen.classification = true }
+                default: break
+                }
+                continue
+            }
+            if !doomed.contains(canonical) { doomed.append(canonical) }
+            guard canonical == "connection" else { continue }
+            if value.asciiCaseInsensitiveEquals("keep-alive") || value.asciiCaseInsensitiveEquals("close") { continue }
             for token in value.split(separator: ",") {
                 let option = token.trimmingSpaces.lowercased()
                 if option != "close" && option != "keep-alive" && !option.isEmpty && !doomed.contains(option) { doomed.append(option) }
             }
         }
         for name in doomed { headers.remove(name: name) }
+        return seen
     }
 
-    /// Appends meshd to `Via`. `present`: whether the message has a Via header already.
-    static func appendVia(_ headers: inout HTTPHeaders, present: Bool = true) {
-        if present, let existing = headers.first(name: "via") {
-            headers.replaceOrAdd(name: "via", value: existing + ", " + viaToken)
-        } else {
-            headers.add(name: "via", value: viaToken)
-        }
+    /// Appends meshd to an existing `Via` header; returns false when there is none, for the
+    /// caller to add one (with its other additions, in one append).
+    static func extendVia(_ headers: inout HTTPHeaders) -> Bool {
+        guard let existing = headers.first(name: "via") else { return false }
+        headers.replaceOrAdd(name: "via", value: existing + ", " + viaToken)
+        return true
     }
 
     /// How many proxies the request has passed, from its `Via` headers.

@@ -57,29 +57,49 @@ enum MessageRewriting {
                 headers.add(name: "content-length", value: "0")
             }
         }
-        HeaderRules.appendVia(&headers, present: facts.contains(.via))
         if facts.contains(.l5d) {
             // Routing headers from an earlier hop are replaced, not repeated.
             for name in ["l5d-dst-service", "l5d-dst-client", "l5d-dst-residual", "l5d-reqid"] { headers.remove(name: name) }
         }
-        headers.add(name: "l5d-dst-service", value: route.serviceText)
-        headers.add(name: "l5d-dst-client", value: route.clientText)
-        if let residual = route.residualText { headers.add(name: "l5d-dst-residual", value: residual) }
-        headers.add(name: "l5d-reqid", value: requestID)
+        // What meshd adds goes on in one append (HTTPHeaders.add checks every name it is given).
+        var added: [(String, String)] = []
+        added.reserveCapacity(5)
+        if !facts.contains(.via) || !HeaderRules.extendVia(&headers) { added.append(("via", HeaderRules.viaToken)) }
+        added.append(("l5d-dst-service", route.serviceText))
+        added.append(("l5d-dst-client", route.clientText))
+        if let residual = route.residualText { added.append(("l5d-dst-residual", residual)) }
+        added.append(("l5d-reqid", requestID))
+        headers.add(contentsOf: HTTPHeaders(added))
         return HTTPRequestHead(version: .http1_1, method: head.method, uri: target, headers: headers)
     }
 
-    /// The response to send to the client.
-    static func downstreamResponse(from head: HTTPResponseHead, clientVersion: HTTPVersion, keepAlive: Bool, clearContext: Bool) -> HTTPResponseHead {
+    /// The response to send to the client. `responseClass`: what the service's classifier said,
+    /// reported in `l5d-success-class` and `l5d-retryable` (nil: neither header, as with
+    /// `clearContext`).
+    static func downstreamResponse(
+        from head: HTTPResponseHead, clientVersion: HTTPVersion, keepAlive: Bool, clearContext: Bool, responseClass: ResponseClass?
+    ) -> HTTPResponseHead {
         var headers = head.headers
-        HeaderRules.removeHopByHop(&headers)
-        if clearContext { removeL5dHeaders(&headers) }
-        HeaderRules.appendVia(&headers)
-        if !keepAlive {
-            headers.add(name: "connection", value: "close")
-        } else if clientVersion.minor == 0 {
-            headers.add(name: "connection", value: "keep-alive")
+        let seen = HeaderRules.removeHopByHop(&headers)
+        if clearContext {
+            removeL5dHeaders(&headers)
+        } else if seen.classification {
+            headers.remove(name: "l5d-success-class")
+            headers.remove(name: "l5d-retryable")
         }
+        var added: [(String, String)] = []
+        added.reserveCapacity(4)
+        if !seen.via || !HeaderRules.extendVia(&headers) { added.append(("via", HeaderRules.viaToken)) }
+        if !keepAlive {
+            added.append(("connection", "close"))
+        } else if clientVersion.minor == 0 {
+            added.append(("connection", "keep-alive"))
+        }
+        if !clearContext, let responseClass {
+            added.append(("l5d-success-class", responseClass.isSuccess ? "1.0" : "0.0"))
+            if responseClass.isRetryable { added.append(("l5d-retryable", "true")) }
+        }
+        headers.add(contentsOf: HTTPHeaders(added))
         return HTTPResponseHead(version: clientVersion.minor == 0 ? .http1_0 : .http1_1, status: head.status, headers: headers)
     }
 

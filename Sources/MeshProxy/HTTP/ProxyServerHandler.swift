@@ -22,6 +22,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     let listener: ListenerContext
+    /// Told the method of every request head read, so that HEAD responses go out without a body.
+    private let encoder: ResponseEncoder
     var random: SplitMix64
     private(set) var context: ChannelHandlerContext?
     private var exchange: Exchange?
@@ -39,8 +41,9 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Past this much queued (body bytes, and 1 KiB counted for every head), reads pause.
     private static let maxQueuedBytes = 64 * 1024
 
-    init(listener: ListenerContext) {
+    init(listener: ListenerContext, encoder: ResponseEncoder) {
         self.listener = listener
+        self.encoder = encoder
         var seed = SystemRandomNumberGenerator()
         self.random = SplitMix64(seed: seed.next())
     }
@@ -91,6 +94,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if case .head(let head) = part { encoder.recordRequestMethod(head.method) }
         // The current request has fully arrived and its response is not done: what comes now
         // belongs to the next request, which waits its turn.
         if !queued.isEmpty || exchange?.requestEnded == true {
