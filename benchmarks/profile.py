@@ -88,7 +88,7 @@ routers:
                 ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={output}",
                  str(binary), "run", "--config", str(config), "--threads", "1", "--log-level", "error"],
                 stdout=subprocess.DEVNULL, stderr=log_file)
-        wait_http(f"http://127.0.0.1:{admin}/admin/ping", timeout=120)
+        wait_http(f"http://127.0.0.1:{admin}/admin/ready", timeout=120)
         send_requests(port, 200)  # warm up: pooled connections, route caches
         subprocess.run(["callgrind_control", "-i", "on", str(meshd.pid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sent = send_requests(port, args.requests)

@@ -234,10 +234,11 @@ final class EndpointPool: Sendable {
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)
                     try channel.pipeline.syncOperations.addHandlers([
                         RequestEncoder(),
-                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)),
-                        UpstreamHandler(),
+                        ByteToMessageHandler(UpstreamResponseDecoder(decoder)),
+                        UpstreamHandler(decoder: decoder),
                     ])
                 }
             }
