@@ -10,6 +10,8 @@ enum MessageRewriting {
     /// Splits an absolute-form target (`http://host:port/path?q`, as `http_proxy` clients send)
     /// into its authority and origin-form target. Nil for origin-form targets.
     static func absoluteForm(_ uri: String) -> (authority: String, target: String)? {
+        // Origin-form (the usual case) and `*` are settled by the first byte, without allocating.
+        guard let first = uri.utf8.first, first == UInt8(ascii: "h") || first == UInt8(ascii: "H") else { return nil }
         let lowered = uri.prefix(8).lowercased()
         let schemeLength: Int
         if lowered.hasPrefix("http://") {
