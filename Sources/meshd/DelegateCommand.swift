@@ -63,7 +63,13 @@ struct DelegateCommand: AsyncParsableCommand {
         } else {
             print(DelegateTreeText.render(tree), terminator: "")
         }
+        let reason = selected.unroutableReason(name, local: extra)
         try? await group.shutdownGracefully()
+        if let reason {
+            // The tree is printed either way; the status tells scripts whether the name routes.
+            FileHandle.standardError.write(Data("meshd delegate: \(reason)\n".utf8))
+            throw ExitCode(2)
+        }
     }
 }
 

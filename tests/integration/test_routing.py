@@ -333,9 +333,16 @@ def test_meshd_delegate_prints_the_tree(tmp_path, upstreams):
     assert "/svc/web" in result.stdout
     assert "/#/io.l5d.fs/missing" in result.stdout and "nothing binds this" in result.stdout
     assert f"127.0.0.1:{web.port}" in result.stdout
+    unroutable = subprocess.run([MESHD_BIN, "delegate", "--config", "meshd.yaml", "/svc/nowhere"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=30)
+    assert unroutable.returncode == 2, (unroutable.stdout, unroutable.stderr)
+    assert "/svc/nowhere" in unroutable.stdout and "nothing binds this" in unroutable.stdout
+    assert "no route for /svc/nowhere" in unroutable.stderr
     as_json = subprocess.run([MESHD_BIN, "delegate", "--config", "meshd.yaml", "--json", "--dtab", "/svc/web => !", "/svc/web"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=30)
     tree = json.loads(as_json.stdout)
+    # `!` stops the alternation: a request would fail, and the status says so.
+    assert as_json.returncode == 2 and "/svc/web" in as_json.stderr
     # Both dentries match /svc/web: the override (tried first) fails, so the tree is an alternation.
     assert tree["type"] == "alt" and tree["alt"][0]["type"] == "fail"
     assert tree["alt"][0]["dentry"] == {"prefix": "/svc/web", "dst": "!"}

@@ -163,6 +163,17 @@ public final class Router: Sendable {
         }
     }
 
+    /// Why `name` would not route — what a request's `l5d-err` would say — or nil when it binds
+    /// to at least one bound name (`meshd delegate`'s exit status).
+    public func unroutableReason(_ name: Path, local: Dtab = .empty) -> String? {
+        switch bind(name, local: local) {
+        case .failure(let error):
+            return "cannot route \(name): \(error)"
+        case .success(let tree):
+            return tree.leaves.isEmpty ? explainFailure(name, local: local).message : nil
+        }
+    }
+
     /// Why `name` does not route, in one line: the steps that led nowhere and their dentries.
     func explainFailure(_ name: Path, local: Dtab) -> ProxyError {
         let tree = delegator(local: local).delegate(name)
