@@ -58,7 +58,7 @@ public final class Linker: Sendable {
             recent = RecentRequests(sampleRate: rate, capacity: capacity)
         }
         self.recentRequests = recent
-        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics, recentRequests: recent) }
+        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics, recentRequests: recent, logger: logger) }
         self.routers = routers
         var dtabWatchers: [DirectoryWatcher] = []
         for router in routers {

@@ -23,6 +23,8 @@ public enum LogKeys {
     public static let inFlight = "meshd.in_flight"
     public static let graceMs = "meshd.grace_ms"
     public static let mode = "meshd.mode"
+    public static let backoffMs = "meshd.backoff_ms"
+    public static let available = "meshd.available"
     public static let startupPagesReleasedKiB = "meshd.startup_pages_released_kib"
     public static let residentKiB = "meshd.rss_kib"
 }

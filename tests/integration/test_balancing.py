@@ -70,6 +70,11 @@ def test_killed_endpoint_is_ejected_then_probed_and_revived(start_meshd, three):
         assert samples['meshd_service_requeues_total{router="http",service="/svc/web"}'] == 3
         assert samples[f'meshd_endpoint_ejections_total{{router="http",client="/#/io.l5d.fs/web",endpoint="127.0.0.1:{port}"}}'] == 1
         assert samples['meshd_client_endpoints_available{router="http",client="/#/io.l5d.fs/web"}'] == 2
+        ejected = [json.loads(line) for line in meshd.log_lines if "endpoint ejected by failure accrual" in line]
+        assert len(ejected) == 1, meshd.log_lines[-20:]
+        assert ejected[0]["level"] == "warning" and ejected[0]["meshd.endpoint"] == f"127.0.0.1:{port}"
+        assert ejected[0]["meshd.client"] == "/#/io.l5d.fs/web" and ejected[0]["meshd.backoff_ms"] == "4000"
+        assert ejected[0]["meshd.available"] == "2"
         # It comes back; after the backoff one probe goes to it, succeeds, and it takes traffic again.
         revived = Upstream(port=port)
         try:
@@ -79,6 +84,9 @@ def test_killed_endpoint_is_ejected_then_probed_and_revived(start_meshd, three):
             assert revived.count() > 1
             assert endpoint_state(meshd, port)["status"] == "available"
             assert meshd.metrics()[f'meshd_endpoint_revivals_total{{router="http",client="/#/io.l5d.fs/web",endpoint="127.0.0.1:{port}"}}'] == 1
+            revivals = [json.loads(line) for line in meshd.log_lines if "endpoint revived" in line]
+            assert len(revivals) == 1 and revivals[0]["meshd.endpoint"] == f"127.0.0.1:{port}"
+            assert revivals[0]["meshd.available"] == "3"
         finally:
             revived.close()
 

@@ -3,6 +3,7 @@
 // endpoint. Discovery updates keep the balancer state of endpoints that stay; endpoints that go
 // drain (in-flight requests finish, idle connections close) and new ones take load at once.
 
+import Logging
 import MeshConfig
 import MeshCore
 import MeshDiscovery
@@ -55,7 +56,11 @@ final class BoundClient: Sendable {
     /// Connection failures before a request was sent may move it to another endpoint, within this.
     private let requeueBudget: NIOLockedValueBox<RetryBudget>
 
-    init(bound: BoundName, routerLabel: String, params: ClientParams, metrics: MeshMetrics) {
+    /// Ejections and revivals are logged: they are the moments an operator asks about.
+    private let logger: Logger
+
+    init(bound: BoundName, routerLabel: String, params: ClientParams, metrics: MeshMetrics, logger: Logger = Logger(label: "meshd")) {
+        self.logger = logger
         self.id = bound.id
         self.routerLabel = routerLabel
         self.params = params
@@ -198,9 +203,19 @@ final class BoundClient: Sendable {
             return event
         }
         switch event {
-        case .ejected?: entry.health.ejections.increment()
-        case .revived?: entry.health.revivals.increment()
-        case nil: break
+        case .ejected(let nanoseconds)?:
+            entry.health.ejections.increment()
+            logger.warning(probe ? "endpoint stays ejected: its probe failed" : "endpoint ejected by failure accrual", metadata: [
+                LogKeys.router: "\(routerLabel)", LogKeys.client: "\(id)", LogKeys.endpoint: "\(address)",
+                LogKeys.backoffMs: "\(nanoseconds / 1_000_000)", LogKeys.available: "\(available ?? 0)",
+            ])
+        case .revived?:
+            entry.health.revivals.increment()
+            logger.info("endpoint revived: its probe succeeded", metadata: [
+                LogKeys.router: "\(routerLabel)", LogKeys.client: "\(id)", LogKeys.endpoint: "\(address)", LogKeys.available: "\(available ?? 0)",
+            ])
+        case nil:
+            break
         }
         if let available { availableGauge.set(Int64(available)) }
     }

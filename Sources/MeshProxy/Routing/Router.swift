@@ -5,6 +5,7 @@
 // dictionary lookup. Clients are cached per bound name, at most `bindingCache.clients` of them;
 // one unused for `bindingCache.idleTtlSecs` is closed.
 
+import Logging
 import MeshConfig
 import MeshCore
 import MeshDiscovery
@@ -49,8 +50,11 @@ public final class Router: Sendable {
     private let clients: NIOLockedValueBox<LRUCache<Path, BoundClient>>
 
     let recentRequests: RecentRequests?
+    /// Handed to clients, which log ejections and revivals.
+    private let logger: Logger
 
-    init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, recentRequests: RecentRequests? = nil) {
+    init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, recentRequests: RecentRequests? = nil, logger: Logger = Logger(label: "meshd")) {
+        self.logger = logger
         self.config = config
         self.recentRequests = recentRequests
         self.namers = namers
@@ -214,7 +218,7 @@ public final class Router: Sendable {
     /// The client for a bound name, created on first use.
     func client(for bound: BoundName) -> BoundClient {
         if let existing = clients.withLockedValue({ $0.get(bound.id) }) { return existing }
-        let created = BoundClient(bound: bound, routerLabel: label, params: config.client.params(for: bound.id), metrics: meshMetrics)
+        let created = BoundClient(bound: bound, routerLabel: label, params: config.client.params(for: bound.id), metrics: meshMetrics, logger: logger)
         var evicted: [BoundClient] = []
         let winner = clients.withLockedValue { clients -> BoundClient in
             if let existing = clients.get(bound.id) { return existing }
