@@ -134,6 +134,8 @@ public final class ServiceMetrics: Sendable {
     public let retries: Counter
     public let requeues: Counter
     public let budgetExhausted: Counter
+    /// Retryable failures not retried because the request had had `maxRetries` retries.
+    public let retriesLimited: Counter
     private let timeouts: [String: Counter]
 
     init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
@@ -142,6 +144,7 @@ public final class ServiceMetrics: Sendable {
         retries = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_total", unitName: "", helpText: "Requests sent again after a retryable failure, per logical name."), labels: labels)
         requeues = registry.makeCounter(descriptor: .init(metricName: "meshd_service_requeues_total", unitName: "", helpText: "Requests moved to another endpoint after a connection failure, per logical name."), labels: labels)
         budgetExhausted = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retry_budget_exhausted_total", unitName: "", helpText: "Retries and requeues refused because the budget was empty."), labels: labels)
+        retriesLimited = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_limited_total", unitName: "", helpText: "Retryable failures not retried because the request had used its maxRetries."), labels: labels)
         var timeouts: [String: Counter] = [:]
         for kind in ["total", "attempt", "deadline", "connect"] {
             timeouts[kind] = registry.makeCounter(descriptor: .init(metricName: "meshd_service_timeouts_total", unitName: "", helpText: "Timeouts per logical name, by kind (total, attempt, deadline, connect)."), labels: labels + [("kind", kind)])

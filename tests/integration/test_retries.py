@@ -101,6 +101,23 @@ def test_get_whose_first_attempt_gets_503_is_retried(start_meshd, upstream):
     assert meshd.metrics()['meshd_service_retries_total{router="http",service="/svc/web"}'] == 1
 
 
+def test_max_retries_caps_each_request_and_counts_the_cut_off(start_meshd, upstream):
+    """maxRetries: 2 against an upstream that always fails: each GET is sent 3 times, the client
+    gets the last 503, and every cut-off is counted."""
+    upstream.default = recording(lambda handler, record: handler.reply(503, b"always failing"))
+    meshd = start_meshd(service_config("""    responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+    retries: {maxRetries: 2}"""), disco={"web": upstream.disco_line})
+    for _ in range(3):
+        response = request(meshd)
+        assert response.status_code == 503
+        assert response.headers["l5d-retryable"] == "true"
+    assert upstream.count() == 9
+    samples = meshd.metrics()
+    assert samples['meshd_service_retries_total{router="http",service="/svc/web"}'] == 6
+    assert samples['meshd_service_retries_limited_total{router="http",service="/svc/web"}'] == 3
+    assert samples['meshd_service_retry_budget_exhausted_total{router="http",service="/svc/web"}'] == 0
+
+
 def test_retry_prefers_another_endpoint(start_meshd):
     bad = Upstream(default=recording(lambda handler, record: handler.reply(503, b"down")))
     good = Upstream(default=recording(ok))

@@ -337,7 +337,11 @@ final class Exchange: UpstreamResponseReceiver {
 
     /// Whether a retryable failure may be retried now; takes the retry from the budget.
     private func mayRetry() -> Bool {
-        guard !responseHeadSent, requestEnded, keepForReplay, !deadlinePassed, retries < service.params.retries.maxRetries else { return false }
+        guard !responseHeadSent, requestEnded, keepForReplay, !deadlinePassed else { return false }
+        guard retries < service.params.retries.maxRetries else {
+            service.metrics.retriesLimited.increment()
+            return false
+        }
         guard service.tryRetry(now: now) else { return false }
         retries += 1
         return true
