@@ -233,13 +233,20 @@ extension ByteBuffer {
 }
 
 extension UnsafeMutableRawBufferPointer {
-    /// Copies the UTF-8 bytes of `text` to `offset`; returns the offset after them.
+    /// Copies the UTF-8 bytes of `text` to `offset`; returns the offset after them. Reads the
+    /// string's own storage in place (no copy of the string, so no retain of it).
     fileprivate func copyUTF8(of text: String, at offset: Int) -> Int {
-        var text = text
-        return text.withUTF8 { bytes in
+        let copied = text.utf8.withContiguousStorageIfAvailable { bytes -> Int in
             guard let source = bytes.baseAddress, bytes.count > 0 else { return offset }
             (self.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
             return offset &+ bytes.count
         }
+        if let copied { return copied }
+        var index = offset
+        for byte in text.utf8 {
+            self[index] = byte
+            index &+= 1
+        }
+        return index
     }
 }
