@@ -473,6 +473,7 @@ def main():
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     parser.add_argument("--baseline", help="another meshd binary (say, a build of an earlier commit), run as the "
                                            "contender meshd-baseline right after meshd: before/after in one run")
+    parser.add_argument("--baseline-label", help="how RESULTS.md names the baseline (default: its path)")
     args = parser.parse_args()
     if args.short:
         args.rounds, args.duration, args.workers, args.scenarios = 1, 5, "1", "small-c50,small-c1"
@@ -490,7 +491,8 @@ def main():
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
     header = (f"\n### Contenders — {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {os.cpu_count()} × {cpu}\n"
               f"{args.rounds} round(s) × {args.duration} s per contender, interleaved, medians; upstream nginx (1 worker). "
-              f"CPU s/10k req counts the proxy's processes only.")
+              f"CPU s/10k req counts the proxy's processes only."
+              + (f" meshd-baseline: {args.baseline_label or args.baseline}." if args.baseline else ""))
     output = [header]
     try:
         for workers in [int(w) for w in args.workers.split(",")]:
