@@ -96,6 +96,15 @@ def test_routing_headers_are_added_upstream(web):
     assert len(set(request_ids)) == 3, f"l5d-reqid must differ per request: {request_ids}"
 
 
+def test_several_via_headers_become_one_list_with_meshd_last(web):
+    meshd, upstream = web
+    upstream.on("/vias", lambda handler, record: handler.reply(200, b"ok", [("Via", "1.1 origin-a"), ("Via", "1.1 origin-b")]))
+    response = httpx.get(meshd.url(path="/vias"), headers=[("host", "web"), ("via", "1.0 edge"), ("via", "1.1 inner")], timeout=10)
+    assert response.status_code == 200
+    assert headers_of(upstream.requests[-1])["via"] == ["1.0 edge, 1.1 inner, 1.1 meshd"]
+    assert response.headers.get_list("via") == ["1.1 origin-a, 1.1 origin-b, 1.1 meshd"]
+
+
 def test_hop_by_hop_request_headers_are_not_forwarded(web):
     meshd, upstream = web
     with RawClient(meshd.router()) as client:

@@ -70,8 +70,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # helpers for behaviours
     def reply(self, status=200, body=b"", headers=None, chunked=False):
+        """`headers`: a dict, or a list of (name, value) pairs for repeated names."""
         self.send_response(status)
-        for name, value in (headers or {}).items():
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        for name, value in pairs:
             self.send_header(name, value)
         if chunked:
             self.send_header("transfer-encoding", "chunked")
@@ -82,7 +84,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 self.wfile.write(b"0\r\n\r\n")
         else:
-            if status not in (204, 304) and "content-length" not in {k.lower() for k in (headers or {})}:
+            if status not in (204, 304) and "content-length" not in {k.lower() for k, _ in pairs}:
                 self.send_header("content-length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD" and status not in (204, 304):

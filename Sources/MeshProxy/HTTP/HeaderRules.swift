@@ -69,8 +69,10 @@ enum HeaderRules {
     /// Appends meshd to an existing `Via` header; returns false when there is none, for the
     /// caller to add one (with its other additions, in one append).
     static func extendVia(_ headers: inout HTTPHeaders) -> Bool {
-        guard let existing = headers.first(name: "via") else { return false }
-        headers.replaceOrAdd(name: "via", value: existing + ", " + viaToken)
+        // Several Via headers are one list (RFC 9110 §5.3): they become one, in order, plus meshd.
+        let existing = headers["via"]
+        guard !existing.isEmpty else { return false }
+        headers.replaceOrAdd(name: "via", value: (existing + [viaToken]).joined(separator: ", "))
         return true
     }
 
