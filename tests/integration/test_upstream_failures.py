@@ -51,7 +51,30 @@ def answer_once_then_close(conn):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
 
 
+# Responses meshd's parser must refuse (502, nothing forwarded), each carrying the marker LEAK.
+MALFORMED = {
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-A: 1\r\n continued\r\nContent-Length: 4\r\n\r\nLEAK",
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nContent-Length : 4\r\n\r\nLEAK",
+    "length-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nLEAK\r\n0\r\n\r\n",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nLEAK!",
+    "signed-length": b"HTTP/1.1 200 OK\r\nContent-Length: +4\r\n\r\nLEAK",
+    "nul-in-value": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 4\r\n\r\nLEAK",
+    "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 4\n\nLEAK",
+    "http2-status-line": b"HTTP/2.0 200 OK\r\nContent-Length: 4\r\n\r\nLEAK",
+    "short-status": b"HTTP/1.1 20 OK\r\nContent-Length: 4\r\n\r\nLEAK",
+}
+# Responses framed in less common ways that must arrive whole: (bytes, body the client gets).
+WELL_FORMED = {
+    "chunk-extension": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\n\r\n", b"hello"),
+    "upper-case-chunk-size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+    "until-close": (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nread to the end", b"read to the end"),
+    "http-1.0": (b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nten bytes!", b"ten bytes!"),
+    "folded-case-headers": (b"HTTP/1.1 200 OK\r\ncOnTeNt-LeNgTh: 3\r\nconnection: Keep-Alive\r\n\r\nabc", b"abc"),
+}
+
 RAW_SCRIPTS = {
+    **{name: answer_with(data) for name, data in MALFORMED.items()},
+    **{name: answer_then_close(data) for name, (data, _) in WELL_FORMED.items()},
     "closes-idle": answer_once_then_close,
     "reset": reset_after_request,
     "hello": answer_with(b"HELLO\r\n\r\n"),
@@ -140,6 +163,27 @@ def test_garbage_from_the_upstream_gets_502_and_never_reaches_the_client(mesh, n
         assert_good_request_works(meshd, good, client)
         assert marker not in bytes(client.received), "the upstream's garbage reached the client"
     assert raws[name].connections >= 1
+    assert_good_request_works(meshd, good)
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_upstream_response_gets_502_and_nothing_of_it_is_forwarded(mesh, name):
+    meshd, good, raws, _ = mesh
+    client, response = request_from_meshd(meshd, name)
+    with client:
+        assert "invalid HTTP response" in assert_meshd_error(response, 502)
+        assert_good_request_works(meshd, good, client)
+        assert b"LEAK" not in bytes(client.received), "part of the malformed response reached the client"
+
+
+@pytest.mark.parametrize("name", list(WELL_FORMED))
+def test_less_common_response_framings_arrive_whole(mesh, name):
+    meshd, good, raws, _ = mesh
+    client, response = request_from_meshd(meshd, name)
+    with client:
+        assert response is not None and response.status == 200, response
+        assert response.body == WELL_FORMED[name][1]
+        assert response.complete
     assert_good_request_works(meshd, good)
 
 

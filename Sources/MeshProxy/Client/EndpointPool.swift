@@ -234,12 +234,8 @@ final class EndpointPool: Sendable {
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .forward)
-                    try channel.pipeline.syncOperations.addHandlers([
-                        RequestEncoder(),
-                        ByteToMessageHandler(UpstreamResponseDecoder(decoder)),
-                        UpstreamHandler(decoder: decoder),
-                    ])
+                    // meshd's request encoder; UpstreamHandler parses the responses itself.
+                    try channel.pipeline.syncOperations.addHandlers([RequestEncoder(), UpstreamHandler()])
                 }
             }
             .connect(to: socketAddress)

@@ -19,7 +19,7 @@ protocol UpstreamResponseReceiver: AnyObject {
 }
 
 final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -35,12 +35,8 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var exchanges = 0
     /// Called when the connection closes or fails while idle (no exchange attached).
     var onIdleClose: (() -> Void)?
-    /// Told each request head sent, so that it knows which responses have no body (HEAD).
-    private let decoder: HTTPResponseDecoder
-
-    init(decoder: HTTPResponseDecoder) {
-        self.decoder = decoder
-    }
+    /// The responses, parsed from the bytes read (ResponseParser.swift).
+    private var parser = ResponseParser()
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -68,7 +64,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func send(_ part: HTTPClientRequestPart) {
-        if case .head = part { decoder.write(data: part) }
+        if case .head(let head) = part { parser.requestSent(head.method) }
         context?.write(wrapOutboundOut(part), promise: nil)
     }
 
@@ -90,22 +86,52 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        guard let receiver else {
+        guard receiver != nil else {
             // An idle connection has nothing to say; a response nobody asked for poisons it.
             context.close(promise: nil)
             return
         }
         responseStarted = true
-        switch part {
-        case .head(let head):
-            if head.status.code >= 200 || head.status.code == 101 { responseKeepAlive = head.isKeepAlive }
-            receiver.upstreamReceived(head: head)
-        case .body(let body):
-            receiver.upstreamReceived(body: body)
-        case .end(let trailers):
-            receiver.upstreamReceived(end: trailers)
+        var parsed: [ResponseParser.Event] = []
+        parsed.reserveCapacity(4)
+        var failure: (any Error)?
+        do {
+            try parser.feed(unwrapInboundIn(data), into: &parsed)
+        } catch {
+            failure = error
         }
+        deliver(parsed, context: context)
+        if let failure { fail(failure, context: context) }
+    }
+
+    /// Hands parsed parts to the exchange attached when each arrives. Handling one may end the
+    /// exchange (and attach the next one), so the receiver is looked up for each.
+    private func deliver(_ parsed: [ResponseParser.Event], context: ChannelHandlerContext) {
+        for event in parsed {
+            guard let receiver else {
+                // Bytes past the end of the response nobody asked for.
+                context.close(promise: nil)
+                return
+            }
+            switch event {
+            case .head(let head, let keepAlive):
+                if head.status.code >= 200 || head.status.code == 101 { responseKeepAlive = keepAlive }
+                receiver.upstreamReceived(head: head)
+            case .body(let body):
+                receiver.upstreamReceived(body: body)
+            case .end(let trailers):
+                receiver.upstreamReceived(end: trailers)
+            }
+        }
+    }
+
+    /// A response that is not valid HTTP: the exchange fails (502) and the connection closes.
+    private func fail(_ error: any Error, context: ChannelHandlerContext) {
+        if let receiver {
+            self.receiver = nil
+            receiver.upstreamFailed(error)
+        }
+        context.close(promise: nil)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -113,6 +139,18 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // A response read until the connection closes ends here.
+        var parsed: [ResponseParser.Event] = []
+        do {
+            try parser.closed(into: &parsed)
+            deliver(parsed, context: context)
+        } catch {
+            deliver(parsed, context: context)
+            if let receiver {
+                self.receiver = nil
+                receiver.upstreamFailed(error)
+            }
+        }
         if let receiver {
             self.receiver = nil
             receiver.upstreamFailed(UpstreamClosed())
@@ -150,34 +188,4 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 /// The upstream closed the connection before the response was complete.
 struct UpstreamClosed: Error, CustomStringConvertible {
     var description: String { "the upstream closed the connection" }
-}
-
-/// NIO's HTTP/1.1 response decoder, without the outbound half that `ByteToMessageHandler` gives
-/// it to watch every request part go by (to learn which requests were HEAD): `UpstreamHandler`
-/// tells it each request head itself. Watching cost every written part a trip through the
-/// handler's unspecialised generic code, about 5 % of a proxied request (docs/performance.md).
-struct UpstreamResponseDecoder: ByteToMessageDecoder {
-    typealias InboundOut = HTTPClientResponsePart
-
-    private let decoder: HTTPResponseDecoder
-
-    init(_ decoder: HTTPResponseDecoder) {
-        self.decoder = decoder
-    }
-
-    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        try decoder.decode(context: context, buffer: &buffer)
-    }
-
-    func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decoder.decodeLast(context: context, buffer: &buffer, seenEOF: seenEOF)
-    }
-
-    func decoderAdded(context: ChannelHandlerContext) {
-        decoder.decoderAdded(context: context)
-    }
-
-    func decoderRemoved(context: ChannelHandlerContext) {
-        decoder.decoderRemoved(context: context)
-    }
 }
