@@ -101,6 +101,8 @@ public enum StartupPages {
         return nil
     }
 
+    /// Reads a /proc file whole. (Foundation's `FileManager.contents(atPath:)` returns only the
+    /// first few KiB of /proc files, whose size the kernel reports as 0.)
     private static func readFile(_ path: String) -> String? {
         #if canImport(Glibc)
         let fd = open(path, O_RDONLY | O_CLOEXEC)

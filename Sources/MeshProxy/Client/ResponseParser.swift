@@ -51,7 +51,7 @@ struct ResponseParser {
     private var methods = CircularBuffer<HTTPMethod>(initialCapacity: 2)
 
     /// Whether the response now being read ends only when the connection closes.
-    var readsUntilClose: Bool {
+    private var readsUntilClose: Bool {
         if case .untilClose = state { return true }
         return false
     }
@@ -140,40 +140,31 @@ struct ResponseParser {
     private struct Head {
         let head: HTTPResponseHead
         let keepAlive: Bool
-        let contentLength: Int?
-        let chunked: Bool
-        let transferEncoded: Bool
+        let framing: Framing
     }
 
+    /// Decides how the response's body is framed, then emits its head (and its end when it has
+    /// no body).
     private mutating func emitHead(_ parsed: Head, into events: inout [Event]) {
         let code = Int(parsed.head.status.code)
-        if code >= 100 && code < 200 && code != 101 {
-            // More heads follow for the same request.
-            events.append(.head(parsed.head, keepAlive: parsed.keepAlive && !readsUntilClose))
-            return
-        }
-        let method = methods.popFirst()
-        if code == 101 {
-            state = .done
-            events.append(.head(parsed.head, keepAlive: parsed.keepAlive && !readsUntilClose))
-            return
-        }
-        if method == .HEAD || method == .CONNECT || code == 204 || code == 304 {
-            events.append(.head(parsed.head, keepAlive: parsed.keepAlive && !readsUntilClose))
-            finishMessage(nil, into: &events)
-            return
-        }
-        if parsed.transferEncoded {
-            state = parsed.chunked ? .chunkSize : .untilClose
-        } else if let length = parsed.contentLength {
-            state = length > 0 ? .fixed(remaining: length) : .head
-            events.append(.head(parsed.head, keepAlive: parsed.keepAlive && !readsUntilClose))
-            if length == 0 { events.append(.end(nil)) }
-            return
-        } else {
-            state = .untilClose
+        var bodiless = false
+        // A 1xx other than 101 is followed by more heads for the same request.
+        if code >= 200 || code == 101 {
+            let method = methods.popFirst()
+            if code == 101 {
+                state = .done
+            } else if method == .HEAD || method == .CONNECT || code == 204 || code == 304 {
+                bodiless = true
+            } else if parsed.framing.transferEncoded {
+                state = parsed.framing.chunked ? .chunkSize : .untilClose
+            } else if let length = parsed.framing.contentLength {
+                if length > 0 { state = .fixed(remaining: length) } else { bodiless = true }
+            } else {
+                state = .untilClose
+            }
         }
         events.append(.head(parsed.head, keepAlive: parsed.keepAlive && !readsUntilClose))
+        if bodiless { finishMessage(nil, into: &events) }
     }
 
     private mutating func takeHead(_ input: inout ByteBuffer) throws -> Head? {
@@ -210,16 +201,13 @@ struct ResponseParser {
             for index in 12..<lineEnd where !isFieldValueByte(bytes[index]) { throw HTTPParserError.invalidCharactersUsed }
             var framing = Framing()
             let fields = try parseFields(bytes, from: lineEnd + 2, framing: &framing)
-            let contentLength = framing.contentLength
-            let transferEncoded = framing.transferEncoded
-            let chunked = framing.chunked
-            if transferEncoded && contentLength != nil { throw HTTPParserError.unexpectedContentLength }
+            if framing.transferEncoded && framing.contentLength != nil { throw HTTPParserError.unexpectedContentLength }
             let head = HTTPResponseHead(
                 version: minor == 1 ? .http1_1 : .http1_0, status: HTTPResponseStatus(statusCode: code), headers: HTTPHeaders(fields)
             )
             // As NIO decides it: `close` wins, then `keep-alive`, else the version's default.
             let keepAlive = framing.connectionClose ? false : (framing.connectionKeepAlive || minor == 1)
-            return Head(head: head, keepAlive: keepAlive, contentLength: contentLength, chunked: chunked, transferEncoded: transferEncoded)
+            return Head(head: head, keepAlive: keepAlive, framing: framing)
         }
     }
 

@@ -92,11 +92,18 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         responseStarted = true
+        let bytes = unwrapInboundIn(data)
+        parse(context: context) { parser, events in try parser.feed(bytes, into: &events) }
+    }
+
+    /// Runs one parsing step, then hands what it parsed to the exchange; a parse error after
+    /// that fails the exchange (502) and closes the connection.
+    private func parse(context: ChannelHandlerContext, _ step: (inout ResponseParser, inout [ResponseParser.Event]) throws -> Void) {
         var parsed: [ResponseParser.Event] = []
         parsed.reserveCapacity(4)
         var failure: (any Error)?
         do {
-            try parser.feed(unwrapInboundIn(data), into: &parsed)
+            try step(&parser, &parsed)
         } catch {
             failure = error
         }
@@ -139,18 +146,8 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // A response read until the connection closes ends here.
-        var parsed: [ResponseParser.Event] = []
-        do {
-            try parser.closed(into: &parsed)
-            deliver(parsed, context: context)
-        } catch {
-            deliver(parsed, context: context)
-            if let receiver {
-                self.receiver = nil
-                receiver.upstreamFailed(error)
-            }
-        }
+        // A response read until the connection closes ends here; one cut short fails.
+        parse(context: context) { parser, events in try parser.closed(into: &events) }
         if let receiver {
             self.receiver = nil
             receiver.upstreamFailed(UpstreamClosed())

@@ -376,8 +376,11 @@ final class Exchange: UpstreamResponseReceiver {
             return
         }
         deadlineTimer?.cancel()
-        let framedByLength = head.headers.contains(name: "content-length") || !head.status.mayHaveResponseBody || clientHead.method == .HEAD
-        if clientHead.version.minor == 0 && !framedByLength { keepAliveDownstream = false }
+        if clientHead.version.minor == 0 {
+            // HTTP/1.0 has no chunked framing: a body of unknown length ends with the connection.
+            let framedByLength = head.headers.contains(name: "content-length") || !head.status.mayHaveResponseBody || clientHead.method == .HEAD
+            if !framedByLength { keepAliveDownstream = false }
+        }
         if handler.closing { keepAliveDownstream = false }
         if !requestEnded && expectsContinue && !bodyReceived { keepAliveDownstream = false }
         status = Int(code)

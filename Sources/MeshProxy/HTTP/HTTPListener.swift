@@ -1,7 +1,7 @@
 // A router's listener: accepts connections and gives each an HTTP/1.1 codec (NIO's decoder,
 // meshd's encoder) and a `ProxyServerHandler` (which handles pipelining itself). Shutting down
-// stops accepting and tells every connection to quiesce: `ProxyServerHandler` closes idle ones at once and busy ones after
-// their response.
+// stops accepting and tells every connection to quiesce: `ProxyServerHandler` closes idle ones
+// at once and busy ones after their response.
 
 import MeshConfig
 import NIOCore

@@ -1,7 +1,7 @@
 // HTTP/1.1 encoders for the data plane: the same framing as NIO's `HTTPRequestEncoder` and
 // `HTTPResponseEncoder` (RFC 9112 §6: Content-Length or chunked, no body for HEAD, CONNECT,
-// 1xx, 204 and 304), with a head serialiser that sizes the head once and copies each name and
-// value into it with one `memcpy`. NIO's writes every piece of every header through its own
+// 1xx, 204 and 304), with a head serialiser that sizes the header block once and copies each
+// name and value into it with one `memcpy`. NIO's writes every piece of every header through its own
 // bounds-checked `ByteBuffer` call, which made serialising heads the largest single cost of a
 // proxied request (docs/performance.md).
 
@@ -62,7 +62,9 @@ private struct BodyWriter {
         context.write(NIOAny(IOData.byteBuffer(suffix)), promise: promise)
     }
 
-    func end(_ trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    /// Ends the message; the next one starts unchunked until its head says otherwise.
+    mutating func end(_ trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        defer { chunked = false }
         if chunked {
             var buffer = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
             buffer.writeStaticString("0\r\n")
@@ -121,7 +123,6 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         case .end(let trailers):
             suppressBody = false
             body.end(trailers, context: context, promise: promise)
-            body.chunked = false
         }
     }
 }
@@ -151,7 +152,6 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
             body.write(part, context: context, promise: promise)
         case .end(let trailers):
             body.end(trailers, context: context, promise: promise)
-            body.chunked = false
         }
     }
 }

@@ -76,10 +76,9 @@ enum MessageRewriting {
     }
 
     /// The response to send to the client. `responseClass`: what the service's classifier said,
-    /// reported in `l5d-success-class` and `l5d-retryable` (nil: neither header, as with
-    /// `clearContext`).
+    /// reported in `l5d-success-class` and `l5d-retryable` (except on `clearContext` listeners).
     static func downstreamResponse(
-        from head: HTTPResponseHead, clientVersion: HTTPVersion, keepAlive: Bool, clearContext: Bool, responseClass: ResponseClass?
+        from head: HTTPResponseHead, clientVersion: HTTPVersion, keepAlive: Bool, clearContext: Bool, responseClass: ResponseClass
     ) -> HTTPResponseHead {
         var headers = head.headers
         let seen = HeaderRules.removeHopByHop(&headers)
@@ -97,7 +96,7 @@ enum MessageRewriting {
         } else if clientVersion.minor == 0 {
             added.append(("connection", "keep-alive"))
         }
-        if !clearContext, let responseClass {
+        if !clearContext {
             added.append(("l5d-success-class", responseClass.isSuccess ? "1.0" : "0.0"))
             if responseClass.isRetryable { added.append(("l5d-retryable", "true")) }
         }

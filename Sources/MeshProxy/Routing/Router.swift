@@ -148,13 +148,18 @@ public final class Router: Sendable {
         return result
     }
 
+    /// The bound tree for `name`, or the error a request for it gets when delegation fails.
+    private func boundTree(_ name: Path, local: Dtab) -> Result<NameTree<BoundName>, ProxyError> {
+        bind(name, local: local).mapError { ProxyError(.unroutable, "cannot route \(name): \($0)") }
+    }
+
     /// Routes a logical name to one bound name and its client. `epoch` is set when the result
     /// may be cached as a fast route (the name bound to a single client).
     func route(_ name: Path, local: Dtab, random: inout SplitMix64) -> Result<(bound: BoundName, client: BoundClient, epoch: UInt64?), ProxyError> {
         let epoch = routingEpoch
-        switch bind(name, local: local) {
+        switch boundTree(name, local: local) {
         case .failure(let error):
-            return .failure(ProxyError(.unroutable, "cannot route \(name): \(error)"))
+            return .failure(error)
         case .success(let tree):
             var single = false
             if case .leaf = tree { single = true }
@@ -170,9 +175,9 @@ public final class Router: Sendable {
     /// Why `name` would not route — what a request's `l5d-err` would say — or nil when it binds
     /// to at least one bound name (`meshd delegate`'s exit status).
     public func unroutableReason(_ name: Path, local: Dtab = .empty) -> String? {
-        switch bind(name, local: local) {
+        switch boundTree(name, local: local) {
         case .failure(let error):
-            return "cannot route \(name): \(error)"
+            return error.message
         case .success(let tree):
             return tree.leaves.isEmpty ? explainFailure(name, local: local).message : nil
         }
