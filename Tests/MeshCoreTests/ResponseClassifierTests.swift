@@ -23,8 +23,17 @@ import Testing
         #expect(classifier.classify(method: method, status: status) == expected)
     }
 
-    @Test func downstreamRetryableHintUpgradesAFailure() {
-        #expect(ResponseClassifier.nonRetryable5XX.classify(method: "POST", status: 503, upstreamSaysRetryable: true) == .failure(retryable: true))
-        #expect(ResponseClassifier.nonRetryable5XX.classify(method: "POST", status: 200, upstreamSaysRetryable: true) == .success)
+    @Test func downstreamRetryableHintUpgradesAFailureOfAnIdempotentRequest() {
+        #expect(ResponseClassifier.nonRetryable5XX.classify(method: "GET", status: 503, upstreamSaysRetryable: true) == .failure(retryable: true))
+        #expect(ResponseClassifier.nonRetryable5XX.classify(method: "PUT", status: 502, upstreamSaysRetryable: true) == .failure(retryable: true))
+        #expect(ResponseClassifier.nonRetryable5XX.classify(method: "GET", status: 200, upstreamSaysRetryable: true) == .success)
+    }
+
+    /// Any upstream can send `l5d-retryable: true`; a POST it had acted on must not go twice.
+    @Test func downstreamRetryableHintNeverMakesANonIdempotentRequestRetryable() {
+        for method in ["POST", "PATCH", "CONNECT"] {
+            #expect(ResponseClassifier.nonRetryable5XX.classify(method: method, status: 503, upstreamSaysRetryable: true) == .failure(retryable: false))
+            #expect(ResponseClassifier.retryableIdempotent5XX.classify(method: method, status: 500, upstreamSaysRetryable: true) == .failure(retryable: false))
+        }
     }
 }

@@ -112,25 +112,3 @@ import Testing
         #expect(dentry.prefix == Dentry.Prefix(Path("s")))
     }
 }
-
-@Suite struct LRUCacheTests {
-    @Test func evictsTheLeastRecentlyUsed() {
-        var cache = LRUCache<String, Int>(capacity: 2)
-        cache.set("a", 1)
-        cache.set("b", 2)
-        #expect(cache.get("a") == 1)
-        let evicted = cache.set("c", 3)
-        #expect(evicted?.key == "b")
-        #expect(cache.get("b") == nil && cache.get("a") == 1 && cache.get("c") == 3)
-        #expect(cache.set("c", 4) == nil)
-        #expect(cache.count == 2)
-    }
-
-    @Test func removesByPredicate() {
-        var cache = LRUCache<Int, Int>(capacity: 10)
-        for index in 0..<5 { cache.set(index, index * 10) }
-        let removed = cache.removeAll { key, _ in key % 2 == 0 }
-        #expect(Set(removed.map(\.key)) == [0, 2, 4])
-        #expect(cache.count == 2)
-    }
-}

@@ -40,12 +40,13 @@ public struct EndpointAccrual: Sendable {
     private var consecutiveFailures = 0
     private var ewmaSuccess = 1.0
     private var samples = 0
-    /// For the windowed policy: (time, success) within the window, oldest first.
-    private var window: [(at: UInt64, success: Bool)] = []
+    /// For the windowed policy: the outcomes within the window.
+    private var window: OutcomeWindow?
 
     public init(policy: FailureAccrualPolicy, backoff: Backoff) {
         self.policy = policy
         self.backoff = backoff
+        if case .successRateWindowed(_, let length, _) = policy { window = OutcomeWindow(length: length) }
     }
 
     /// Whether a request may be sent now. An ejected endpoint whose backoff has passed is
@@ -97,14 +98,8 @@ public struct EndpointAccrual: Sendable {
         case .successRate(_, let requests):
             let alpha = 2.0 / Double(max(requests, 1) + 1)
             ewmaSuccess += alpha * ((success ? 1.0 : 0.0) - ewmaSuccess)
-        case .successRateWindowed(_, let length, _):
-            window.append((now, success))
-            let cutoff = now > length ? now - length : 0
-            if let keep = window.firstIndex(where: { $0.at >= cutoff }) {
-                if keep > 0 { window.removeFirst(keep) }
-            } else {
-                window.removeAll()
-            }
+        case .successRateWindowed:
+            window?.record(success: success, now: now)
         case .none, .consecutiveFailures:
             break
         }
@@ -118,12 +113,9 @@ public struct EndpointAccrual: Sendable {
             return consecutiveFailures >= limit
         case .successRate(let rate, let requests):
             return samples >= requests && ewmaSuccess < rate
-        case .successRateWindowed(let rate, let length, let minimum):
-            let cutoff = now > length ? now - length : 0
-            let recent = window.filter { $0.at >= cutoff }
-            guard recent.count >= minimum else { return false }
-            let successes = recent.filter(\.success).count
-            return Double(successes) / Double(recent.count) < rate
+        case .successRateWindowed(let rate, _, let minimum):
+            guard let counts = window?.counts(now: now), counts.total >= minimum else { return false }
+            return Double(counts.successes) / Double(counts.total) < rate
         }
     }
 
@@ -139,6 +131,6 @@ public struct EndpointAccrual: Sendable {
         consecutiveFailures = 0
         ewmaSuccess = 1.0
         samples = 0
-        window.removeAll()
+        window?.reset()
     }
 }

@@ -30,7 +30,9 @@ public enum ResponseClassifier: String, Sendable, Hashable, CaseIterable {
 
     /// Classifies an attempt. `status` is nil when there was no response (connection failure,
     /// reset, timeout). `upstreamSaysRetryable` is the response's own `l5d-retryable: true` (a
-    /// downstream meshd or linkerd saying the request never reached its upstream).
+    /// downstream meshd or linkerd saying the request never reached its upstream). It is
+    /// honoured for idempotent methods only: any upstream can send the header, and believing
+    /// it for a POST would let an application that had acted on the request have it sent twice.
     public func classify(method: String, status: Int?, upstreamSaysRetryable: Bool = false) -> ResponseClass {
         if self == .allSuccessful { return .success }
         if let status, status < 500 { return .success }
@@ -42,7 +44,7 @@ public enum ResponseClassifier: String, Sendable, Hashable, CaseIterable {
         case .retryableAll5XX: retryable = true
         case .allSuccessful: return .success
         }
-        return .failure(retryable: retryable || upstreamSaysRetryable)
+        return .failure(retryable: retryable || (upstreamSaysRetryable && Self.idempotentMethods.contains(method)))
     }
 
     public static let readMethods: Set<String> = ["GET", "HEAD", "OPTIONS", "TRACE"]

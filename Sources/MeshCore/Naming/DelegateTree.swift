@@ -88,20 +88,26 @@ public indirect enum DelegateTree<Bound> {
 extension DelegateTree: Sendable where Bound: Sendable {}
 
 extension Delegator {
-    /// Explains how `path` delegates: every branch, every dentry, every failure.
+    /// Explains how `path` delegates: every branch, every dentry, every failure. Bounded by
+    /// `maxLookups` as `bind` is: past it, what is left unexplored shows as an exception.
     public func delegate(_ path: Path) -> DelegateTree<Bound> {
-        DelegateTree.delegate(path: path, dentry: nil, next: explain(path, producedBy: nil, depth: 0)).simplified
+        var lookups = 0
+        return DelegateTree.delegate(path: path, dentry: nil, next: explain(path, producedBy: nil, depth: 0, lookups: &lookups)).simplified
     }
 
-    private func explain(_ path: Path, producedBy dentry: Dentry?, depth: Int) -> DelegateTree<Bound> {
+    private func explain(_ path: Path, producedBy dentry: Dentry?, depth: Int, lookups: inout Int) -> DelegateTree<Bound> {
         guard depth < maxDepth else {
             return .exception(path: path, dentry: dentry, message: "delegation exceeded \(maxDepth) rewrites (is there a dtab loop?)")
+        }
+        lookups += 1
+        guard lookups <= maxLookups else {
+            return .exception(path: path, dentry: dentry, message: DelegationError.workBudgetExceeded(path: path, maxLookups: maxLookups).description)
         }
         let matches = dtab.matches(path)
         // As in `lookup`: a lone `~` result is no answer at all, and the namers are asked; only
         // if they do not bind the path either is it shown as the dentry's `~`.
         if matches.count == 1, case .neg = matches[0].rewritten, let answer = try? namerLookup(path) {
-            if case .neg = answer {} else { return explainTree(answer, at: path, dentry: dentry, depth: depth) }
+            if case .neg = answer {} else { return explainTree(answer, at: path, dentry: dentry, depth: depth, lookups: &lookups) }
         }
         switch matches.count {
         case 0:
@@ -112,20 +118,23 @@ extension Delegator {
                 return .exception(path: path, dentry: dentry, message: error.description)
             }
             if case .neg = answer { return .neg(path: path, dentry: dentry, explicit: false) }
-            return explainTree(answer, at: path, dentry: dentry, depth: depth)
+            return explainTree(answer, at: path, dentry: dentry, depth: depth, lookups: &lookups)
         case 1:
             let tree = matches[0].rewritten.map { NamerResult<Bound>.path($0) }
-            return .delegate(path: path, dentry: dentry, next: explainTree(tree, at: path, dentry: matches[0].dentry, depth: depth))
+            return .delegate(path: path, dentry: dentry, next: explainTree(tree, at: path, dentry: matches[0].dentry, depth: depth, lookups: &lookups))
         default:
-            let branches = matches.map { explainTree($0.rewritten.map { NamerResult<Bound>.path($0) }, at: path, dentry: $0.dentry, depth: depth) }
+            var branches: [DelegateTree<Bound>] = []
+            for match in matches {
+                branches.append(explainTree(match.rewritten.map { NamerResult<Bound>.path($0) }, at: path, dentry: match.dentry, depth: depth, lookups: &lookups))
+            }
             return .alt(path: path, dentry: dentry, branches: branches)
         }
     }
 
-    private func explainTree(_ tree: NameTree<NamerResult<Bound>>, at path: Path, dentry: Dentry?, depth: Int) -> DelegateTree<Bound> {
+    private func explainTree(_ tree: NameTree<NamerResult<Bound>>, at path: Path, dentry: Dentry?, depth: Int, lookups: inout Int) -> DelegateTree<Bound> {
         switch tree {
         case .leaf(.path(let next)):
-            return explain(next, producedBy: dentry, depth: depth + 1)
+            return explain(next, producedBy: dentry, depth: depth + 1, lookups: &lookups)
         case .leaf(.bound(let bound)):
             return .leaf(path: path, dentry: dentry, bound: bound)
         case .neg:
@@ -135,9 +144,13 @@ extension Delegator {
         case .empty:
             return .empty(path: path, dentry: dentry)
         case .alt(let branches):
-            return .alt(path: path, dentry: dentry, branches: branches.map { explainTree($0, at: path, dentry: dentry, depth: depth) })
+            var explained: [DelegateTree<Bound>] = []
+            for branch in branches { explained.append(explainTree(branch, at: path, dentry: dentry, depth: depth, lookups: &lookups)) }
+            return .alt(path: path, dentry: dentry, branches: explained)
         case .union(let weighted):
-            return .union(path: path, dentry: dentry, branches: weighted.map { (weight: $0.weight, tree: explainTree($0.tree, at: path, dentry: dentry, depth: depth)) })
+            var explained: [(weight: Double, tree: DelegateTree<Bound>)] = []
+            for item in weighted { explained.append((item.weight, explainTree(item.tree, at: path, dentry: dentry, depth: depth, lookups: &lookups))) }
+            return .union(path: path, dentry: dentry, branches: explained)
         }
     }
 }

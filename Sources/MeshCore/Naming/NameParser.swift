@@ -11,11 +11,19 @@
 //
 // Whitespace may stand between tokens; `#` at the start of a token starts a comment that runs
 // to the end of the line.
+//
+// The parser is recursive descent, one level per `(`; dtabs can come from request headers, so
+// parentheses nest at most `maxNesting` deep (every later walk over the tree — delegation,
+// hashing, printing — recurses as deep as the tree, so the limit bounds them too).
 
 struct NameParser {
     private let text: String
     private let scalars: [Unicode.Scalar]
     private var index = 0
+    private var nesting = 0
+
+    /// Parentheses inside parentheses, at most.
+    static let maxNesting = 32
 
     init(_ text: String) {
         self.text = text
@@ -111,7 +119,10 @@ struct NameParser {
         skipWhitespace()
         switch peek {
         case "(":
+            guard nesting < Self.maxNesting else { throw error("parentheses nested more than \(Self.maxNesting) deep") }
             index += 1
+            nesting += 1
+            defer { nesting -= 1 }
             let tree = try parseTree()
             skipWhitespace()
             guard peek == ")" else { throw error("expected ')'") }
