@@ -7,7 +7,8 @@ import NIOConcurrencyHelpers
 import Synchronization
 
 public final class InetNamer: Sendable {
-    private let cache = NIOLockedValueBox<[Path: Watchable<Addr>]>([:])
+    /// One endpoint set per name while something uses it (WeakValueCache.swift).
+    let cache = WeakValueCache<Path, Watchable<Addr>>()
 
     public init() {}
 
@@ -42,8 +43,7 @@ public final class InetNamer: Sendable {
     }
 
     private func addr(id: Path, host: String, port: Int) -> Watchable<Addr> {
-        cache.withLockedValue { cache -> Watchable<Addr> in
-            if let existing = cache[id] { return existing }
+        cache.value(for: id) {
             let watchable: Watchable<Addr>
             if let ip = HostResolver.numericAddress(host) {
                 watchable = Watchable(.bound([Endpoint(host: ip, port: port)]))
@@ -58,7 +58,6 @@ public final class InetNamer: Sendable {
                     }
                 }
             }
-            cache[id] = watchable
             return watchable
         }
     }
@@ -68,7 +67,7 @@ public final class InetNamer: Sendable {
 /// under `/$`.
 public final class NamerSet: Sendable {
     public let configured: [any Namer]
-    private let inet = InetNamer()
+    let inet = InetNamer()
     private let epoch = Epoch()
     private let observations: [Observation]
 
@@ -82,6 +81,9 @@ public final class NamerSet: Sendable {
 
     /// Changes whenever any namer's answers may have changed. One atomic load.
     public var generation: UInt64 { epoch.value }
+
+    /// `/$/inet` endpoint sets alive now, and kept in the map (for tests and the admin port).
+    public var inetCacheCounts: (live: Int, stored: Int) { (inet.cache.liveCount, inet.cache.storedCount) }
 
     /// Binds a path that no dentry matched, for `Delegator`.
     public func lookup(_ path: Path) throws(DelegationError) -> NameTree<NamerResult<BoundName>> {

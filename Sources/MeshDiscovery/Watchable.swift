@@ -14,9 +14,16 @@ public final class Watchable<Value: Sendable>: Sendable {
     }
 
     private let state: NIOLockedValueBox<State>
+    /// Things that live as long as this value does (the observation feeding a derived value).
+    private let attachments = NIOLockedValueBox<[any AnyObject & Sendable]>([])
 
     public init(_ initial: Value) {
         self.state = NIOLockedValueBox(State(value: initial))
+    }
+
+    /// Keeps `object` alive for as long as this value lives.
+    public func keepAlive(_ object: any AnyObject & Sendable) {
+        attachments.withLockedValue { $0.append(object) }
     }
 
     public var value: Value { state.withLockedValue { $0.value } }

@@ -3,12 +3,20 @@
 // router, client (bound name) and endpoint as labels. Hot-path handles (counters, histograms)
 // are created once per router, client and endpoint and kept by their owners; a request only
 // touches atomics and one short histogram lock per level.
+//
+// Each group of handles below (a client's, a service's, an endpoint's …) takes its place in the
+// `SeriesBook` when made and gives it back in its deinit, so series go when their owner goes,
+// and a scope never has more than `seriesLimit` owners (SeriesBook.swift).
 
 import MeshCore
 import Prometheus
 
 public final class MeshMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
+    public let book: SeriesBook
+
+    /// Owners per scope, by default (`admin.metricSeriesLimit`).
+    public static let defaultSeriesLimit = 1000
 
     /// Latency buckets, 0.5 ms to 30 s.
     static let latencyBuckets: [Duration] = [
@@ -17,20 +25,21 @@ public final class MeshMetrics: Sendable {
         .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
     ]
 
-    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), seriesLimit: Int = MeshMetrics.defaultSeriesLimit) {
         self.registry = registry
+        self.book = SeriesBook(registry: registry, limit: seriesLimit)
     }
 
     public func router(_ router: String) -> RequestMetrics {
-        RequestMetrics(registry: registry, scope: "router", labels: [("router", router)])
+        RequestMetrics(book: book, registry: registry, scope: "router", fixed: [("router", router)], owner: [])
     }
 
     public func client(router: String, client: String) -> RequestMetrics {
-        RequestMetrics(registry: registry, scope: "client", labels: [("router", router), ("client", client)])
+        RequestMetrics(book: book, registry: registry, scope: "client", fixed: [("router", router)], owner: [("client", client)])
     }
 
     public func endpoint(router: String, client: String, endpoint: String) -> RequestMetrics {
-        RequestMetrics(registry: registry, scope: "endpoint", labels: [("router", router), ("client", client), ("endpoint", endpoint)])
+        RequestMetrics(book: book, registry: registry, scope: "endpoint", fixed: [("router", router)], owner: [("client", client), ("endpoint", endpoint)])
     }
 
     public func server(router: String, server: String) -> ServerMetrics {
@@ -38,7 +47,7 @@ public final class MeshMetrics: Sendable {
     }
 
     public func pool(router: String, client: String, endpoint: String) -> PoolMetrics {
-        PoolMetrics(registry: registry, labels: [("router", router), ("client", client), ("endpoint", endpoint)])
+        PoolMetrics(book: book, registry: registry, fixed: [("router", router)], owner: [("client", client), ("endpoint", endpoint)])
     }
 
     /// A proxy-made error response (the `l5d-err` responses), by router and reason.
@@ -47,19 +56,15 @@ public final class MeshMetrics: Sendable {
     }
 
     public func endpointHealth(router: String, client: String, endpoint: String) -> EndpointHealthMetrics {
-        EndpointHealthMetrics(registry: registry, labels: [("router", router), ("client", client), ("endpoint", endpoint)])
+        EndpointHealthMetrics(book: book, registry: registry, fixed: [("router", router)], owner: [("client", client), ("endpoint", endpoint)])
     }
 
     public func service(router: String, service: String) -> ServiceMetrics {
-        ServiceMetrics(registry: registry, labels: [("router", router), ("service", service)])
+        ServiceMetrics(book: book, registry: registry, fixed: [("router", router)], owner: [("service", service)])
     }
 
-    public func clientAvailableEndpoints(router: String, client: String) -> Gauge {
-        registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints_available", unitName: "", helpText: "Endpoints of a client that failure accrual has not ejected."), labels: [("router", router), ("client", client)])
-    }
-
-    public func clientEndpoints(router: String, client: String) -> Gauge {
-        registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints", unitName: "", helpText: "Endpoints known for a client (bound name)."), labels: [("router", router), ("client", client)])
+    public func clientEndpoints(router: String, client: String) -> ClientEndpointMetrics {
+        ClientEndpointMetrics(book: book, registry: registry, fixed: [("router", router)], owner: [("client", client)])
     }
 
     public var discovery: DiscoveryMetrics { DiscoveryMetrics(registry: registry) }
@@ -100,14 +105,31 @@ public final class RequestMetrics: Sendable {
     @usableFromInline let responses: [Counter]
     public let duration: DurationHistogram
     private let registry: PrometheusCollectorRegistry
+    private let book: SeriesBook
+    private let lease: SeriesBook.Lease
 
-    init(registry: PrometheusCollectorRegistry, scope: String, labels: [(String, String)]) {
+    init(book: SeriesBook, registry: PrometheusCollectorRegistry, scope: String, fixed: [(String, String)], owner: [(String, String)]) {
         self.registry = registry
-        requests = registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_requests_total", unitName: "", helpText: "Requests received, per \(scope)."), labels: labels)
-        responses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map {
-            registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_responses_total", unitName: "", helpText: "Responses sent, per \(scope) and status class."), labels: labels + [("class", $0)])
+        self.book = book
+        var made: (Counter, [Counter], DurationHistogram)?
+        lease = book.acquire(group: "requests", scope: scope, fixed: fixed, owner: owner) { labels in
+            made = (
+                registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_requests_total", unitName: "", helpText: "Requests received, per \(scope)."), labels: labels),
+                ["1xx", "2xx", "3xx", "4xx", "5xx"].map {
+                    registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_responses_total", unitName: "", helpText: "Responses sent, per \(scope) and status class."), labels: labels + [("class", $0)])
+                },
+                registry.makeDurationHistogram(descriptor: .init(metricName: "meshd_\(scope)_request_duration_seconds", unitName: "", helpText: "Time from request to complete response, per \(scope)."), labels: labels, buckets: MeshMetrics.latencyBuckets)
+            )
         }
-        duration = registry.makeDurationHistogram(descriptor: .init(metricName: "meshd_\(scope)_request_duration_seconds", unitName: "", helpText: "Time from request to complete response, per \(scope)."), labels: labels, buckets: MeshMetrics.latencyBuckets)
+        (requests, responses, duration) = made!
+    }
+
+    deinit {
+        book.release(lease) {
+            registry.unregisterCounter(requests)
+            for counter in responses { registry.unregisterCounter(counter) }
+            registry.unregisterDurationHistogram(duration)
+        }
     }
 
     /// A response with `status` was sent after `nanoseconds`.
@@ -116,13 +138,6 @@ public final class RequestMetrics: Sendable {
         let index = min(max(status / 100, 1), 5) - 1
         responses[index].increment()
         duration.recordNanoseconds(nanoseconds)
-    }
-
-    /// Removes these series (an endpoint that discovery dropped).
-    public func unregister() {
-        registry.unregisterCounter(requests)
-        for counter in responses { registry.unregisterCounter(counter) }
-        registry.unregisterDurationHistogram(duration)
     }
 }
 
@@ -137,19 +152,38 @@ public final class ServiceMetrics: Sendable {
     /// Retryable failures not retried because the request had had `maxRetries` retries.
     public let retriesLimited: Counter
     private let timeouts: [String: Counter]
+    private let registry: PrometheusCollectorRegistry
+    private let book: SeriesBook
+    private let lease: SeriesBook.Lease
 
-    init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
-        successes = registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "success")])
-        failures = registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "failure")])
-        retries = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_total", unitName: "", helpText: "Requests sent again after a retryable failure, per logical name."), labels: labels)
-        requeues = registry.makeCounter(descriptor: .init(metricName: "meshd_service_requeues_total", unitName: "", helpText: "Requests moved to another endpoint after a connection failure, per logical name."), labels: labels)
-        budgetExhausted = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retry_budget_exhausted_total", unitName: "", helpText: "Retries and requeues refused because the budget was empty."), labels: labels)
-        retriesLimited = registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_limited_total", unitName: "", helpText: "Retryable failures not retried because the request had used its maxRetries."), labels: labels)
+    init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
+        self.registry = registry
+        self.book = book
+        var made: [Counter] = []
         var timeouts: [String: Counter] = [:]
-        for kind in ["total", "attempt", "deadline", "connect"] {
-            timeouts[kind] = registry.makeCounter(descriptor: .init(metricName: "meshd_service_timeouts_total", unitName: "", helpText: "Timeouts per logical name, by kind (total, attempt, deadline, connect)."), labels: labels + [("kind", kind)])
+        lease = book.acquire(group: "service", scope: "service", fixed: fixed, owner: owner) { labels in
+            made = [
+                registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "success")]),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "failure")]),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_total", unitName: "", helpText: "Requests sent again after a retryable failure, per logical name."), labels: labels),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_service_requeues_total", unitName: "", helpText: "Requests moved to another endpoint after a connection failure, per logical name."), labels: labels),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_service_retry_budget_exhausted_total", unitName: "", helpText: "Retries and requeues refused because the budget was empty."), labels: labels),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_limited_total", unitName: "", helpText: "Retryable failures not retried because the request had used its maxRetries."), labels: labels),
+            ]
+            for kind in ["total", "attempt", "deadline", "connect"] {
+                timeouts[kind] = registry.makeCounter(descriptor: .init(metricName: "meshd_service_timeouts_total", unitName: "", helpText: "Timeouts per logical name, by kind (total, attempt, deadline, connect)."), labels: labels + [("kind", kind)])
+            }
         }
+        (successes, failures, retries, requeues, budgetExhausted, retriesLimited) = (made[0], made[1], made[2], made[3], made[4], made[5])
         self.timeouts = timeouts
+    }
+
+    deinit {
+        book.release(lease) {
+            for counter in [successes, failures, retries, requeues, budgetExhausted, retriesLimited] + Array(timeouts.values) {
+                registry.unregisterCounter(counter)
+            }
+        }
     }
 
     /// `kind`: total, attempt, deadline or connect.
@@ -164,18 +198,58 @@ public final class EndpointHealthMetrics: Sendable {
     public let revivals: Counter
     public let load: Gauge
     private let registry: PrometheusCollectorRegistry
+    private let book: SeriesBook
+    private let lease: SeriesBook.Lease
 
-    init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+    init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
         self.registry = registry
-        ejections = registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_ejections_total", unitName: "", helpText: "Times failure accrual ejected an endpoint (including failed probes)."), labels: labels)
-        revivals = registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_revivals_total", unitName: "", helpText: "Times an ejected endpoint's probe succeeded."), labels: labels)
-        load = registry.makeGauge(descriptor: .init(metricName: "meshd_endpoint_load", unitName: "", helpText: "Requests in flight to an endpoint."), labels: labels)
+        self.book = book
+        var made: (Counter, Counter, Gauge)?
+        lease = book.acquire(group: "endpoint_health", scope: "endpoint", fixed: fixed, owner: owner) { labels in
+            made = (
+                registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_ejections_total", unitName: "", helpText: "Times failure accrual ejected an endpoint (including failed probes)."), labels: labels),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_revivals_total", unitName: "", helpText: "Times an ejected endpoint's probe succeeded."), labels: labels),
+                registry.makeGauge(descriptor: .init(metricName: "meshd_endpoint_load", unitName: "", helpText: "Requests in flight to an endpoint."), labels: labels)
+            )
+        }
+        (ejections, revivals, load) = made!
     }
 
-    public func unregister() {
-        registry.unregisterCounter(ejections)
-        registry.unregisterCounter(revivals)
-        registry.unregisterGauge(load)
+    deinit {
+        book.release(lease) {
+            registry.unregisterCounter(ejections)
+            registry.unregisterCounter(revivals)
+            registry.unregisterGauge(load)
+        }
+    }
+}
+
+/// How many endpoints a client knows, and how many of them failure accrual lets take traffic.
+public final class ClientEndpointMetrics: Sendable {
+    public let endpoints: Gauge
+    public let available: Gauge
+    private let registry: PrometheusCollectorRegistry
+    private let book: SeriesBook
+    private let lease: SeriesBook.Lease
+
+    init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
+        self.registry = registry
+        self.book = book
+        var made: (Gauge, Gauge)?
+        lease = book.acquire(group: "client_endpoints", scope: "client", fixed: fixed, owner: owner) { labels in
+            made = (
+                registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints", unitName: "", helpText: "Endpoints known for a client (bound name)."), labels: labels),
+                registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints_available", unitName: "", helpText: "Endpoints of a client that failure accrual has not ejected."), labels: labels)
+            )
+        }
+        (endpoints, available) = made!
+    }
+
+    deinit {
+        book.release(lease) {
+            registry.unregisterGauge(endpoints)
+            registry.unregisterGauge(available)
+        }
     }
 }
 
@@ -183,10 +257,16 @@ public final class EndpointHealthMetrics: Sendable {
 public final class ServerMetrics: Sendable {
     public let connectionsOpen: Gauge
     public let connections: Counter
+    /// Connections closed because their request head did not arrive within requestHeadTimeoutMs.
+    public let headTimeouts: Counter
+    /// Times the listener stopped accepting because maxConnections were open.
+    public let acceptPauses: Counter
 
     init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
         connectionsOpen = registry.makeGauge(descriptor: .init(metricName: "meshd_server_connections_open", unitName: "", helpText: "Connections open on a listener."), labels: labels)
         connections = registry.makeCounter(descriptor: .init(metricName: "meshd_server_connections_total", unitName: "", helpText: "Connections accepted by a listener."), labels: labels)
+        headTimeouts = registry.makeCounter(descriptor: .init(metricName: "meshd_server_request_head_timeouts_total", unitName: "", helpText: "Client connections closed because a request head did not arrive within requestHeadTimeoutMs."), labels: labels)
+        acceptPauses = registry.makeCounter(descriptor: .init(metricName: "meshd_server_accept_pauses_total", unitName: "", helpText: "Times a listener stopped accepting because maxConnections were open."), labels: labels)
     }
 }
 
@@ -199,15 +279,28 @@ public final class PoolMetrics: Sendable {
     public let connectFailures: Counter
     public let rejected: Counter
     private let registry: PrometheusCollectorRegistry
+    private let book: SeriesBook
+    private let lease: SeriesBook.Lease
 
-    init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+    init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
         self.registry = registry
-        open = registry.makeGauge(descriptor: .init(metricName: "meshd_pool_connections", unitName: "", helpText: "Connections open or opening to an endpoint."), labels: labels)
-        idle = registry.makeGauge(descriptor: .init(metricName: "meshd_pool_idle_connections", unitName: "", helpText: "Idle pooled connections to an endpoint."), labels: labels)
-        waiters = registry.makeGauge(descriptor: .init(metricName: "meshd_pool_waiters", unitName: "", helpText: "Requests waiting for a connection to an endpoint."), labels: labels)
-        connects = registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connects_total", unitName: "", helpText: "Connections opened to an endpoint."), labels: labels)
-        connectFailures = registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connect_failures_total", unitName: "", helpText: "Connection attempts to an endpoint that failed."), labels: labels)
-        rejected = registry.makeCounter(descriptor: .init(metricName: "meshd_pool_rejected_total", unitName: "", helpText: "Requests rejected because the pool and its queue were full."), labels: labels)
+        self.book = book
+        var gauges: [Gauge] = []
+        var counters: [Counter] = []
+        lease = book.acquire(group: "pool", scope: "endpoint", fixed: fixed, owner: owner) { labels in
+            gauges = [
+                registry.makeGauge(descriptor: .init(metricName: "meshd_pool_connections", unitName: "", helpText: "Connections open or opening to an endpoint."), labels: labels),
+                registry.makeGauge(descriptor: .init(metricName: "meshd_pool_idle_connections", unitName: "", helpText: "Idle pooled connections to an endpoint."), labels: labels),
+                registry.makeGauge(descriptor: .init(metricName: "meshd_pool_waiters", unitName: "", helpText: "Requests waiting for a connection to an endpoint."), labels: labels),
+            ]
+            counters = [
+                registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connects_total", unitName: "", helpText: "Connections opened to an endpoint."), labels: labels),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connect_failures_total", unitName: "", helpText: "Connection attempts to an endpoint that failed."), labels: labels),
+                registry.makeCounter(descriptor: .init(metricName: "meshd_pool_rejected_total", unitName: "", helpText: "Requests rejected because the pool and its queue were full."), labels: labels),
+            ]
+        }
+        (open, idle, waiters) = (gauges[0], gauges[1], gauges[2])
+        (connects, connectFailures, rejected) = (counters[0], counters[1], counters[2])
     }
 
     public func update(open: Int, idle: Int, waiters: Int) {
@@ -216,13 +309,11 @@ public final class PoolMetrics: Sendable {
         self.waiters.set(Int64(waiters))
     }
 
-    public func unregister() {
-        registry.unregisterGauge(open)
-        registry.unregisterGauge(idle)
-        registry.unregisterGauge(waiters)
-        registry.unregisterCounter(connects)
-        registry.unregisterCounter(connectFailures)
-        registry.unregisterCounter(rejected)
+    deinit {
+        book.release(lease) {
+            for gauge in [open, idle, waiters] { registry.unregisterGauge(gauge) }
+            for counter in [connects, connectFailures, rejected] { registry.unregisterCounter(counter) }
+        }
     }
 }
 

@@ -20,6 +20,15 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
     public var timeoutMs: Int?
     /// Client connections: closed after `idleTimeMs` without a request, and after `lifeTimeMs`.
     public var serverSession = SessionConfig()
+    /// A client must send a whole request head within this, in ms, 1–3,600,000, counted from
+    /// the connection's start for its first request and from the first byte of each later one
+    /// (HAProxy's `timeout http-request`); a slow one gets 408 and is closed. Default 10,000.
+    /// meshd's own key.
+    public var requestHeadTimeoutMs = 10_000
+    /// Client connections open at once on this listener, 1–1,000,000; past it, meshd stops
+    /// accepting until one closes (new clients wait in the listen backlog). Default 10,000.
+    /// meshd's own key.
+    public var maxConnections = 10_000
     public var origin: ConfigOrigin = .builtIn
 
     init(defaultPort: Int) { self.port = defaultPort }
@@ -35,6 +44,8 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         config.maxCallDepth = m.int("maxCallDepth", in: 1...10_000) ?? config.maxCallDepth
         config.timeoutMs = m.int("timeoutMs", in: 1...3_600_000)
         if let session = m.optional("serverSession") { config.serverSession = SessionConfig.read(session) }
+        config.requestHeadTimeoutMs = m.int("requestHeadTimeoutMs", in: 1...3_600_000) ?? config.requestHeadTimeoutMs
+        config.maxConnections = m.int("maxConnections", in: 1...1_000_000) ?? config.maxConnections
         m.accepted(["label"])
         m.unsupported(["tls"], "TLS listeners are not implemented yet")
         m.unsupported(["announce"], "meshd has no announcers")
@@ -53,6 +64,8 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         pairs.append(("maxCallDepth", .int(maxCallDepth)))
         pairs.append(("timeoutMs", timeoutMs.map { .int($0) } ?? .null))
         pairs.append(("serverSession", serverSession.json))
+        pairs.append(("requestHeadTimeoutMs", .int(requestHeadTimeoutMs)))
+        pairs.append(("maxConnections", .int(maxConnections)))
         return .object(pairs)
     }
 }

@@ -18,8 +18,7 @@ final class BoundClient: Sendable {
     let metrics: RequestMetrics
     let params: ClientParams
     private let meshMetrics: MeshMetrics
-    private let endpointsGauge: MetricGauge
-    private let availableGauge: MetricGauge
+    private let endpointMetrics: ClientEndpointMetrics
 
     private struct State {
         var addr: Addr = .pending
@@ -48,6 +47,9 @@ final class BoundClient: Sendable {
     var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
 
     private let state: NIOLockedValueBox<State>
+    /// The endpoint set this client follows; held here so that it lives as long as the client
+    /// (derived and `/$/inet` sets are otherwise held only by the binding caches).
+    private let addr: Watchable<Addr>
     private let observation = NIOLockedValueBox<Observation?>(nil)
     /// Uptime (ns) of the last request routed here, for idle eviction.
     private let lastUse = Atomic<UInt64>(0)
@@ -66,8 +68,7 @@ final class BoundClient: Sendable {
         self.params = params
         self.meshMetrics = metrics
         self.metrics = metrics.client(router: routerLabel, client: bound.id.description)
-        self.endpointsGauge = metrics.clientEndpoints(router: routerLabel, client: bound.id.description)
-        self.availableGauge = metrics.clientAvailableEndpoints(router: routerLabel, client: bound.id.description)
+        self.endpointMetrics = metrics.clientEndpoints(router: routerLabel, client: bound.id.description)
         var seed = SystemRandomNumberGenerator()
         let balancer = LoadBalancer(
             kind: params.loadBalancer, policy: params.failureAccrual.policy,
@@ -78,6 +79,7 @@ final class BoundClient: Sendable {
         self.requeueBudget = NIOLockedValueBox(RetryBudget(
             ttlSeconds: requeue.ttlSecs, minRetriesPerSecond: requeue.minRetriesPerSec, percentCanRetry: requeue.percentCanRetry
         ))
+        self.addr = bound.addr
         let observation = bound.addr.observe { [weak self] addr in self?.update(addr) }
         self.observation.withLockedValue { $0 = observation }
     }
@@ -106,14 +108,10 @@ final class BoundClient: Sendable {
                 state.readyPromises = []
             }
         }
-        endpointsGauge.set(Int64(addr.endpoints.count))
-        availableGauge.set(Int64(available))
-        for entry in drained {
-            entry.pool.drain()
-            entry.pool.unregisterMetrics()
-            entry.metrics.unregister()
-            entry.health.unregister()
-        }
+        endpointMetrics.endpoints.set(Int64(addr.endpoints.count))
+        endpointMetrics.available.set(Int64(available))
+        // Their series go when the last exchange using them lets go (MeshMetrics.swift).
+        for entry in drained { entry.pool.drain() }
         for promise in ready { promise.succeed() }
     }
 
@@ -217,7 +215,7 @@ final class BoundClient: Sendable {
         case nil:
             break
         }
-        if let available { availableGauge.set(Int64(available)) }
+        if let available { endpointMetrics.available.set(Int64(available)) }
     }
 
     private func makeEntry(_ endpoint: Endpoint) throws -> Entry {

@@ -2,6 +2,11 @@
 // that the pure state machine asks for. Every change goes through `withState`, which runs the
 // machine under a lock and turns its actions into effects; the effects (completing promises,
 // connecting, closing) run after the lock is released.
+//
+// Idle timers: the machine asks for one each time a connection goes idle, which is once per
+// request. Scheduling a task each time (and never cancelling it) kept about rps × idleTime tasks
+// alive; instead each connection has at most one timer in flight, and one that fires early —
+// the connection was used and went idle again since — is scheduled again for the rest.
 
 #if canImport(Glibc)
 import Glibc
@@ -26,10 +31,19 @@ final class EndpointPool: Sendable {
         let loop: any EventLoop
     }
 
+    /// The idle timer of one connection: the machine's latest token, since when it has been
+    /// idle, and whether a task is scheduled.
+    private struct IdleTimer {
+        var token: UInt64
+        var since: NIODeadline
+        var scheduled: Bool
+    }
+
     private struct State {
         var machine: Machine
         var waiters: [Int: Waiter] = [:]
         var connections: [Int: PooledConnection] = [:]
+        var idleTimers: [Int: IdleTimer] = [:]
         var nextWaiter = 0
         var nextConnection = 0
         var draining = false
@@ -40,7 +54,7 @@ final class EndpointPool: Sendable {
         case fail(EventLoopPromise<PooledConnection>, ProxyError)
         case connect(any EventLoop, waiter: Int)
         case close(PooledConnection)
-        case armIdleTimer(PooledConnection, token: UInt64)
+        case scheduleIdleTimer(PooledConnection, at: NIODeadline)
     }
 
     let endpoint: Endpoint
@@ -121,6 +135,7 @@ final class EndpointPool: Sendable {
             let reuse = reusable && !state.draining && !tooOld
             if !reuse {
                 state.connections.removeValue(forKey: connection.id)
+                state.idleTimers.removeValue(forKey: connection.id)
                 closeIt = true
             }
             return [state.machine.connectionReleased(connection.id, on: LoopKey(connection.eventLoop), reusable: reuse)]
@@ -136,11 +151,6 @@ final class EndpointPool: Sendable {
             return state.machine.shutdown()
         }
         perform(effects)
-    }
-
-    /// Removes this pool's series (its endpoint left discovery).
-    func unregisterMetrics() {
-        metrics.unregister()
     }
 
     var snapshot: (open: Int, idle: Int, leased: Int, waiters: Int) {
@@ -181,12 +191,18 @@ final class EndpointPool: Sendable {
             }
             effects.append(.connect(waiter.loop, waiter: waiterID))
         case .replace(let id, _, let waiterID):
+            state.idleTimers.removeValue(forKey: id)
             if let connection = state.connections.removeValue(forKey: id) { effects.append(.close(connection)) }
             if let waiter = state.waiters[waiterID] { effects.append(.connect(waiter.loop, waiter: waiterID)) }
         case .close(let id):
+            state.idleTimers.removeValue(forKey: id)
             if let connection = state.connections.removeValue(forKey: id) { effects.append(.close(connection)) }
         case .armIdleTimer(let id, let token):
-            if idleTime != nil, let connection = state.connections[id] { effects.append(.armIdleTimer(connection, token: token)) }
+            guard let idleTime, let connection = state.connections[id] else { return }
+            let now = NIODeadline.now()
+            let alreadyScheduled = state.idleTimers[id]?.scheduled ?? false
+            state.idleTimers[id] = IdleTimer(token: token, since: now, scheduled: true)
+            if !alreadyScheduled { effects.append(.scheduleIdleTimer(connection, at: now + idleTime)) }
         case .reject(let waiterID):
             if let waiter = state.waiters.removeValue(forKey: waiterID) {
                 metrics.rejected.increment()
@@ -215,11 +231,9 @@ final class EndpointPool: Sendable {
                 connection.channel.close(promise: nil)
             case .connect(let loop, let waiterID):
                 connect(on: loop, for: waiterID)
-            case .armIdleTimer(let connection, let token):
-                guard let idleTime else { continue }
-                connection.eventLoop.scheduleTask(in: idleTime) { [self] in
-                    let effects = withState { state in [state.machine.idleTimerFired(connection.id, token: token)] }
-                    perform(effects)
+            case .scheduleIdleTimer(let connection, let deadline):
+                connection.eventLoop.scheduleTask(deadline: deadline) { [self] in
+                    idleTimerFired(connection)
                 }
             }
         }
@@ -277,8 +291,31 @@ final class EndpointPool: Sendable {
         perform(effects)
     }
 
+    /// A connection's one idle timer ran out: it closes if it has been idle for `idleTime` since
+    /// it last went idle; if it was used since, the timer runs again for the rest of that time.
+    private func idleTimerFired(_ connection: PooledConnection) {
+        guard let idleTime else { return }
+        var runAgainAt: NIODeadline?
+        let effects = withState { state -> [Machine.Action] in
+            guard var timer = state.idleTimers[connection.id] else { return [] }
+            let due = timer.since + idleTime
+            if due > NIODeadline.now() {
+                runAgainAt = due
+                return []
+            }
+            timer.scheduled = false
+            state.idleTimers[connection.id] = timer
+            return [state.machine.idleTimerFired(connection.id, token: timer.token)]
+        }
+        if let runAgainAt {
+            connection.eventLoop.scheduleTask(deadline: runAgainAt) { [self] in idleTimerFired(connection) }
+        }
+        perform(effects)
+    }
+
     private func idleConnectionClosed(_ id: Int) {
         _ = withState { state in
+            state.idleTimers.removeValue(forKey: id)
             state.connections.removeValue(forKey: id)
             state.machine.idleConnectionClosed(id)
             return []

@@ -56,6 +56,9 @@ struct ResponseParser {
         return false
     }
 
+    /// Bytes read but not yet parsed into anything (part of a head, a chunk-size line, trailers).
+    var hasBufferedBytes: Bool { pending != nil }
+
     /// A request head went out on the connection.
     mutating func requestSent(_ method: HTTPMethod) {
         methods.append(method)

@@ -28,7 +28,12 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var readPending = false
     /// Whether the current response's head said the connection may be reused.
-    private(set) var responseKeepAlive = true
+    private var responseKeepAlive = true
+    /// The upstream sent more than the responses asked for (bytes past a response's end, or
+    /// garbage): the connection must never carry another exchange.
+    private var poisoned = false
+    /// Whether the connection may carry another exchange after the current response.
+    var reusable: Bool { responseKeepAlive && !poisoned }
     /// Whether any part of the current response has arrived.
     private(set) var responseStarted = false
     /// Exchanges this connection has carried, including the current one.
@@ -88,7 +93,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard receiver != nil else {
             // An idle connection has nothing to say; a response nobody asked for poisons it.
-            context.close(promise: nil)
+            poisonAndClose(context: context)
             return
         }
         responseStarted = true
@@ -96,8 +101,11 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         parse(context: context) { parser, events in try parser.feed(bytes, into: &events) }
     }
 
-    /// Runs one parsing step, then hands what it parsed to the exchange; a parse error after
-    /// that fails the exchange (502) and closes the connection.
+    /// Runs one parsing step, then hands what it parsed to the exchange the bytes were read
+    /// for. Everything parsed belongs to that exchange or to nobody: once it has its response's
+    /// end it may finish and the connection may carry the next exchange at once (a pipelined
+    /// request on the same loop), and neither the rest of these bytes nor a parse error in them
+    /// may reach that one.
     private func parse(context: ChannelHandlerContext, _ step: (inout ResponseParser, inout [ResponseParser.Event]) throws -> Void) {
         var parsed: [ResponseParser.Event] = []
         parsed.reserveCapacity(4)
@@ -107,37 +115,40 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } catch {
             failure = error
         }
-        deliver(parsed, context: context)
-        if let failure { fail(failure, context: context) }
-    }
-
-    /// Hands parsed parts to the exchange attached when each arrives. Handling one may end the
-    /// exchange (and attach the next one), so the receiver is looked up for each.
-    private func deliver(_ parsed: [ResponseParser.Event], context: ChannelHandlerContext) {
-        for event in parsed {
-            guard let receiver else {
-                // Bytes past the end of the response nobody asked for.
-                context.close(promise: nil)
+        guard let owner = receiver else {
+            if !parsed.isEmpty || failure != nil { poisonAndClose(context: context) }
+            return
+        }
+        for (index, event) in parsed.enumerated() {
+            guard receiver === owner else {
+                // Bytes past the end of the response, which nobody asked for.
+                poisonAndClose(context: context)
                 return
             }
             switch event {
             case .head(let head, let keepAlive):
                 if head.status.code >= 200 || head.status.code == 101 { responseKeepAlive = keepAlive }
-                receiver.upstreamReceived(head: head)
+                owner.upstreamReceived(head: head)
             case .body(let body):
-                receiver.upstreamReceived(body: body)
+                owner.upstreamReceived(body: body)
             case .end(let trailers):
-                receiver.upstreamReceived(end: trailers)
+                // More after the end (parsed, buffered or broken) means the upstream answered
+                // something nobody asked: the connection goes when this exchange is done.
+                if index != parsed.count - 1 || failure != nil || parser.hasBufferedBytes { poisoned = true }
+                owner.upstreamReceived(end: trailers)
             }
         }
+        guard let failure else { return }
+        if receiver === owner {
+            // A response that is not valid HTTP: its exchange fails (502).
+            receiver = nil
+            owner.upstreamFailed(failure)
+        }
+        poisonAndClose(context: context)
     }
 
-    /// A response that is not valid HTTP: the exchange fails (502) and the connection closes.
-    private func fail(_ error: any Error, context: ChannelHandlerContext) {
-        if let receiver {
-            self.receiver = nil
-            receiver.upstreamFailed(error)
-        }
+    private func poisonAndClose(context: ChannelHandlerContext) {
+        poisoned = true
         context.close(promise: nil)
     }
 

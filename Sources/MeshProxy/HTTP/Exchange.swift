@@ -113,8 +113,8 @@ final class Exchange: UpstreamResponseReceiver {
             candidates.append((start &+ UInt64(server) * 1_000_000, "total", "the listener's timeout of \(server) ms"))
         }
         if let callerDeadline {
-            let remaining = max(0, callerDeadline.deadline - WallClock.nanoseconds())
-            candidates.append((start &+ UInt64(remaining), "deadline", "the request's l5d-ctx-deadline"))
+            let remaining = callerDeadline.remaining(now: WallClock.nanoseconds())
+            candidates.append((start.saturatingAdding(remaining), "deadline", "the request's l5d-ctx-deadline"))
         }
         self.deadline = candidates.min { $0.0 < $1.0 }.map { (at: $0.0, kind: $0.1, description: $0.2) }
     }
@@ -271,13 +271,11 @@ final class Exchange: UpstreamResponseReceiver {
         let current = now
         var limits: [UInt64] = deadline.map { [$0.at] } ?? []
         if let attemptTimeout = client.params.requestAttemptTimeoutMs { limits.append(current &+ UInt64(attemptTimeout) * 1_000_000) }
-        var passOn = callerDeadline
-        if let earliest = limits.min() {
-            let wallNow = WallClock.nanoseconds()
-            let ours = wallNow + Int64(earliest &- min(earliest, current))
-            passOn = passOn?.tightened(to: ours) ?? Deadline(timestamp: wallNow, deadline: ours)
+        let wallNow = WallClock.nanoseconds()
+        let within = limits.min().map { $0 &- min($0, current) }
+        if let passOn = Deadline.passOn(callerDeadline, within: within, now: wallNow) {
+            head.headers.replaceOrAdd(name: "l5d-ctx-deadline", value: passOn.headerValue(now: wallNow))
         }
-        if let passOn { head.headers.replaceOrAdd(name: "l5d-ctx-deadline", value: passOn.headerValue(now: WallClock.nanoseconds())) }
         return head
     }
 
@@ -402,7 +400,7 @@ final class Exchange: UpstreamResponseReceiver {
         switch phase {
         case .discarding(let connection, let upstream):
             upstream.detach()
-            entry?.pool.release(connection, reusable: requestSent && upstream.responseKeepAlive)
+            entry?.pool.release(connection, reusable: requestSent && upstream.reusable)
             retryAfterBackoff()
         case .connected:
             guard let context = handler.context else { return }
@@ -441,9 +439,12 @@ final class Exchange: UpstreamResponseReceiver {
                 complete()
                 return
             }
-            // A pooled connection the upstream had already closed: the request never got there.
-            // Bodiless idempotent requests go again on another connection.
-            if staleConnection, staleRetries > 0, framing == .none, requestEnded, clientHead.method.isIdempotent, let pool = entry?.pool {
+            // A pooled connection the upstream had already closed: most likely the request never
+            // got there, but it cannot be known, so only bodiless idempotent requests go again on
+            // another connection — within the deadline and paid from the retry budget, like any
+            // other retry (it does not count against maxRetries).
+            if staleConnection, staleRetries > 0, framing == .none, requestEnded, clientHead.method.isIdempotent, !deadlinePassed,
+               let pool = entry?.pool, service.tryRetry(now: now) {
                 staleRetries -= 1
                 requestSent = false
                 sentParts = 0
@@ -552,14 +553,16 @@ final class Exchange: UpstreamResponseReceiver {
         complete()
     }
 
-    /// The client's byte stream broke (a decoder error) mid-request.
-    func abort(respondingWith error: ProxyError) {
-        if case .finished = phase { return }
+    /// The client's byte stream broke (a decoder error) mid-request. Returns whether the error
+    /// was answered (false when the response had begun, or the exchange had finished).
+    func abort(respondingWith error: ProxyError) -> Bool {
+        if case .finished = phase { return false }
         if !responseHeadSent {
             fail(error)
-        } else {
-            downstreamClosed()
+            return true
         }
+        downstreamClosed()
+        return false
     }
 
     /// Answers with a response of meshd's own instead of the upstream's.
@@ -605,7 +608,7 @@ final class Exchange: UpstreamResponseReceiver {
     private func finish(reusable: Bool) {
         guard case .connected(let connection, let upstream) = phase else { return }
         upstream.detach()
-        entry?.pool.release(connection, reusable: reusable && requestSent && upstream.responseKeepAlive)
+        entry?.pool.release(connection, reusable: reusable && requestSent && upstream.reusable)
         phase = .finished
         complete()
     }

@@ -1,5 +1,6 @@
-// A router's listener: accepts connections and gives each an HTTP/1.1 codec (NIO's decoder,
-// meshd's encoder) and a `ProxyServerHandler` (which handles pipelining itself). Shutting down
+// A router's listener: accepts connections (at most `maxConnections` at once, AcceptLimiter.swift)
+// and gives each an HTTP/1.1 codec (NIO's decoder, meshd's encoder) and a `ProxyServerHandler`
+// (which handles pipelining and the request-head timeout itself). Shutting down
 // stops accepting and tells every connection to quiesce: `ProxyServerHandler` closes idle ones
 // at once and busy ones after their response.
 
@@ -35,7 +36,10 @@ final class HTTPListener: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                    // The limiter first, so that quiescing only ever sees connections it started.
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(AcceptLimiter(limit: context.config.maxConnections, metrics: context.metrics))
+                    try sync.addHandler(quiescing.makeServerChannelHandler(channel: channel))
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -44,10 +48,12 @@ final class HTTPListener: Sendable {
                     // NIO's request decoder, meshd's own response encoder (HeadEncoders.swift), and
                     // no pipelining helper: ProxyServerHandler queues pipelined requests itself.
                     let encoder = ResponseEncoder()
+                    let handler = ProxyServerHandler(listener: context, encoder: encoder)
                     let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(RequestBytesObserver(handler: handler))
                     try sync.addHandler(encoder)
                     try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
-                    try sync.addHandler(ProxyServerHandler(listener: context, encoder: encoder))
+                    try sync.addHandler(handler)
                 }
             }
             .bind(host: context.config.ip, port: context.config.port)

@@ -15,27 +15,25 @@ private enum Framing {
     case neither
 }
 
-/// Whether a message may carry a body, as NIO decides it for framing headers.
+/// Whether a response may carry a body.
 private enum BodyExpectation {
     case no
     case yes
-    case unlikely
 }
 
-/// Makes the head's framing headers agree with whether the message has a body (as NIO does).
+/// Makes a response head's framing headers agree with whether it has a body (as NIO does).
 private func frame(_ headers: inout HTTPHeaders, expecting body: BodyExpectation, version: HTTPVersion) -> Framing {
     switch body {
     case .no:
         if headers.contains(name: "content-length") { headers.remove(name: "content-length") }
         if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
         return .neither
-    case .yes, .unlikely:
+    case .yes:
         if headers.contains(name: "content-length") {
             if headers.contains(name: "transfer-encoding") { headers.remove(name: "transfer-encoding") }
             return .contentLength
         }
         guard version.major == 1 && version.minor >= 1 else { return .neither }
-        guard body == .yes else { return headers.first(name: "transfer-encoding") == "chunked" ? .chunked : .neither }
         headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
         return .chunked
     }
@@ -127,7 +125,7 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     }
 }
 
-/// The upstream-facing side: serialises `HTTPClientRequestPart`s.
+/// The upstream-facing side: serialises `HTTPClientRequestPart`s, framed as their heads say.
 final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = IOData
@@ -136,14 +134,11 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .head(var head):
-            let expectation: BodyExpectation
-            switch head.method {
-            case .TRACE: expectation = .no
-            case .POST, .PUT, .PATCH: expectation = .yes
-            default: expectation = .unlikely
-            }
-            body.chunked = frame(&head.headers, expecting: expectation, version: head.version) == .chunked
+        case .head(let head):
+            // The head's framing was decided once, in `MessageRewriting.upstreamRequest`, and is
+            // written as it is: guessing again here from the method (as NIO's encoder does) once
+            // dropped the framing of a body the request did have.
+            body.chunked = head.headers.contains(name: "transfer-encoding")
             var buffer = context.channel.allocator.buffer(capacity: head.uri.utf8.count + 512)
             buffer.writeRequestLine(head)
             buffer.writeHeaderBlock(head.headers)

@@ -59,7 +59,12 @@ enum HeaderRules {
             if value.asciiCaseInsensitiveEquals("keep-alive") || value.asciiCaseInsensitiveEquals("close") { continue }
             for token in value.split(separator: ",") {
                 let option = token.trimmingSpaces.lowercased()
-                if option != "close" && option != "keep-alive" && !option.isEmpty && !doomed.contains(option) { doomed.append(option) }
+                if option == "close" || option == "keep-alive" || option.isEmpty || doomed.contains(option) { continue }
+                // Framing and the Host are the message's, not the hop's: a `Connection` header
+                // naming them must not strip them (`Connection: content-length` once left a
+                // body that the next hop did not expect).
+                if option == "content-length" || option == "host" { continue }
+                doomed.append(option)
             }
         }
         for name in doomed { headers.remove(name: name) }

@@ -48,13 +48,16 @@ enum MessageRewriting {
             headers.remove(name: "l5d-ctx-dtab")
         }
         if !localDtab.isEmpty { headers.add(name: "l5d-ctx-dtab", value: localDtab.description) }
+        // The one place that decides the framing the upstream sees: the validator's reading of the
+        // request, written out afresh (the client's framing headers never pass as they came).
+        // The request encoder then writes exactly this.
+        if facts.contains(.contentLength) { headers.remove(name: "content-length") }
         switch framing {
         case .chunked:
             headers.add(name: "transfer-encoding", value: "chunked")
-        case .contentLength:
-            break
+        case .contentLength(let length):
+            headers.add(name: "content-length", value: String(length))
         case .none:
-            if facts.contains(.contentLength) { headers.remove(name: "content-length") }
             if head.method == .POST || head.method == .PUT || head.method == .PATCH {
                 headers.add(name: "content-length", value: "0")
             }

@@ -38,6 +38,13 @@ public struct ProxyError: Error, Sendable, CustomStringConvertible {
         case timeout = "timeout"
         /// The request's `l5d-ctx-deadline` passed.
         case deadlineExceeded = "deadline_exceeded"
+        /// The request's own dtab (`l5d-dtab`, `l5d-ctx-dtab`) needed more delegation work than
+        /// meshd allows one request (lookups or rewrites).
+        case delegationLimit = "delegation_limit"
+        /// An `Expect` other than `100-continue`.
+        case expectationFailed = "expectation_failed"
+        /// The client did not send its request head within `requestHeadTimeoutMs`.
+        case requestHeadTimeout = "request_head_timeout"
     }
 
     public var kind: Kind
@@ -56,7 +63,9 @@ public struct ProxyError: Error, Sendable, CustomStringConvertible {
 
     public var status: HTTPResponseStatus {
         switch kind {
-        case .badRequest, .unidentified: return .badRequest
+        case .badRequest, .unidentified, .delegationLimit: return .badRequest
+        case .expectationFailed: return .expectationFailed
+        case .requestHeadTimeout: return .requestTimeout
         case .uriTooLong: return .uriTooLong
         case .headersTooLarge: return .requestHeaderFieldsTooLarge
         case .unroutable, .noEndpoints, .poolExhausted, .tooManyRequests, .bindingTimeout, .shuttingDown: return .serviceUnavailable

@@ -34,9 +34,27 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var closing = false
     /// `serverSession.idleTimeMs`: closes the connection when no request comes.
     private var idleTimer: Scheduled<Void>?
+    /// `serverSession.lifeTimeMs`: ends the connection once it is this old.
+    private var lifeTimer: Scheduled<Void>?
+    /// `requestHeadTimeoutMs`: a request head must arrive whole within it.
+    private var headTimer: Scheduled<Void>?
+    /// Between requests, as the decoder reads them: the next thing to arrive starts a head.
+    private var awaitingHead = true
+    /// Bytes of the awaited head have arrived (so a timeout answers 408 instead of closing quietly).
+    private var headStarted = false
+
+    /// What waits behind the current request: parts of pipelined requests, and the point where
+    /// the client's byte stream turned out malformed.
+    private enum Queued {
+        case part(HTTPServerRequestPart)
+        case malformed(ProxyError)
+    }
+
     /// Parts of pipelined requests waiting for the current response, and their body bytes.
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var queued = CircularBuffer<Queued>()
     private var queuedBytes = 0
+    /// The decoder failed on the client's bytes: nothing more is read from this connection.
+    private var streamBroken = false
     private var drainingQueue = false
     /// Past this much queued (body bytes, and 1 KiB counted for every head), reads pause.
     private static let maxQueuedBytes = 64 * 1024
@@ -64,13 +82,49 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         listener.connectionOpened(context.channel)
         if let lifeTime = listener.config.serverSession.lifeTimeMs {
             // Past its lifetime the connection ends: at once when idle, else after the response.
-            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(lifeTime))) { [self] in
+            lifeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(lifeTime))) { [self] in
                 closing = true
                 if exchange == nil && !discarding { self.context?.close(promise: nil) }
             }
         }
         armIdleTimer()
+        // The first request head is due from the start (HAProxy's `timeout http-request`).
+        armHeadTimer(context: context)
         context.fireChannelActive()
+    }
+
+    /// Bytes arrived from the client (told by `RequestBytesObserver`, before the decoder): the
+    /// first ones of a head start its clock.
+    func bytesArrived() {
+        guard awaitingHead, let context else { return }
+        headStarted = true
+        if headTimer == nil { armHeadTimer(context: context) }
+    }
+
+    private func armHeadTimer(context: ChannelHandlerContext) {
+        let timeout = listener.config.requestHeadTimeoutMs
+        headTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(timeout))) { [self] in
+            headTimer = nil
+            headTimedOut(after: timeout)
+        }
+    }
+
+    /// The request head did not arrive in time: a slow (or slowloris) client. Part of a head
+    /// gets 408; a connection that sent nothing is closed quietly (as HAProxy does for
+    /// pre-connects).
+    private func headTimedOut(after timeout: Int) {
+        guard awaitingHead, let context else { return }
+        listener.metrics.headTimeouts.increment()
+        guard headStarted, exchange == nil, queued.isEmpty else {
+            context.close(promise: nil)
+            return
+        }
+        closing = true
+        discarding = true
+        let error = ProxyError(.requestHeadTimeout, "the request head did not arrive within requestHeadTimeoutMs (\(timeout) ms)")
+        listener.router.metrics.requests.increment()
+        listener.router.countError(error)
+        respond(error, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
     }
 
     /// Closes the connection after `serverSession.idleTimeMs` without a request.
@@ -83,6 +137,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        lifeTimer?.cancel()
+        headTimer?.cancel()
+        idleTimer = nil
+        lifeTimer = nil
+        headTimer = nil
         listener.metrics.connectionsOpen.decrement()
         listener.connectionClosed(context.channel)
         exchange?.downstreamClosed()
@@ -94,13 +154,24 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if case .head(let head) = part { encoder.recordRequestMethod(head.method) }
+        switch part {
+        case .head(let head):
+            encoder.recordRequestMethod(head.method)
+            awaitingHead = false
+            headStarted = false
+            headTimer?.cancel()
+            headTimer = nil
+        case .end:
+            awaitingHead = true
+        case .body:
+            break
+        }
         // The current request has fully arrived and its response is not done: what comes now
         // belongs to the next request, which waits its turn.
         if !queued.isEmpty || exchange?.requestEnded == true {
             guard !closing else { return }
             queuedBytes += Self.queuedCost(part)
-            queued.append(part)
+            queued.append(.part(part))
             return
         }
         dispatch(part, context: context)
@@ -134,9 +205,13 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 queuedBytes = 0
                 break
             }
-            let part = queued.removeFirst()
-            queuedBytes -= Self.queuedCost(part)
-            dispatch(part, context: context)
+            switch queued.removeFirst() {
+            case .part(let part):
+                queuedBytes -= Self.queuedCost(part)
+                dispatch(part, context: context)
+            case .malformed(let error):
+                malformed(error, context: context)
+            }
         }
     }
 
@@ -171,21 +246,41 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        closing = true
+        if streamBroken, error is ByteToMessageDecoderError {
+            // Bytes read after the decoder's error, before reads stopped: nothing to parse.
+            return
+        }
         guard error is HTTPParserError else {
             // A socket error (reset by the client): nobody is left to answer.
+            closing = true
             context.close(promise: nil)
             return
         }
-        // A decoder error: the request is malformed and the byte stream cannot be trusted any more.
+        // A decoder error: the byte stream cannot be trusted from here on. Requests before it
+        // are whole and valid, so a request already read and waiting for its response gets that
+        // response (and queued ones theirs); the malformed one is answered in its turn.
         let proxyError = DecoderErrorText.proxyError(for: error)
+        streamBroken = true
+        if !queued.isEmpty || exchange?.requestEnded == true {
+            queued.append(.malformed(proxyError))
+            return
+        }
+        malformed(proxyError, context: context)
+    }
+
+    /// The request now being read is malformed: answered 400 (unless its answer has begun),
+    /// then the connection closes.
+    private func malformed(_ error: ProxyError, context: ChannelHandlerContext) {
+        closing = true
         if let exchange {
             self.exchange = nil
-            exchange.abort(respondingWith: proxyError)
+            // Answered: the connection closes once the answer is written (`endResponse`).
+            if exchange.abort(respondingWith: error) { return }
         } else if !discarding {
             listener.router.metrics.requests.increment()
-            listener.router.countError(proxyError)
-            respond(proxyError, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
+            listener.router.countError(error)
+            respond(error, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
+            return
         }
         context.close(promise: nil)
     }
@@ -193,17 +288,18 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: outbound
 
     func read(context: ChannelHandlerContext) {
-        if exchange?.holdsClientReads == true || queuedBytes > Self.maxQueuedBytes {
+        if streamBroken || exchange?.holdsClientReads == true || queuedBytes > Self.maxQueuedBytes {
             readPending = true
         } else {
             context.read()
         }
     }
 
+    /// Lets a held read through, unless something still holds it.
     func resumeReads() {
         guard readPending, let context else { return }
         readPending = false
-        context.read()
+        read(context: context)
     }
 
     // MARK: requests
@@ -227,6 +323,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         case .success(let validated):
             (framing, facts) = validated
+        }
+        if facts.contains(.expect), let error = RequestValidator.unmetExpectation(head) {
+            reject(error, head: head, start: start, counted: true)
+            return
         }
         if head.method == .CONNECT {
             // A response to CONNECT has no framed body (NIO's encoder drops it): end it by closing.
@@ -267,9 +367,9 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         case .success(let deadline):
             callerDeadline = deadline
-            if let deadline, deadline.deadline <= WallClock.nanoseconds() {
+            if let overdue = deadline?.overdue(now: WallClock.nanoseconds()) {
                 // Past its deadline already: refused without contacting anyone.
-                reject(ProxyError(.deadlineExceeded, "the request's l5d-ctx-deadline passed \((WallClock.nanoseconds() - deadline.deadline) / 1_000_000) ms ago"), head: head, start: start, counted: true)
+                reject(ProxyError(.deadlineExceeded, "the request's l5d-ctx-deadline passed \(overdue / 1_000_000) ms ago"), head: head, start: start, counted: true)
                 return
             }
         }

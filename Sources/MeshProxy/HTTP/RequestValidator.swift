@@ -64,7 +64,14 @@ enum RequestValidator {
     /// The framing of the request body and the headers of interest, or why the request must be refused.
     static func validate(_ head: HTTPRequestHead, limits: RequestLimits) -> Result<(HeaderRules.RequestFraming, HeaderFacts), ProxyError> {
         var facts: HeaderFacts = []
-        return validate(head, limits: limits, facts: &facts).map { ($0, facts) }
+        return validate(head, limits: limits, facts: &facts).flatMap { framing in
+            if head.method == .TRACE && framing != .none {
+                // RFC 9110 §9.3.8: a TRACE request has no content; one that says otherwise is
+                // refused rather than forwarded with a body some upstream would not expect.
+                return .failure(ProxyError(.badRequest, "a TRACE request must not have a body"))
+            }
+            return .success((framing, facts))
+        }
     }
 
     private static func validate(_ head: HTTPRequestHead, limits: RequestLimits, facts: inout HeaderFacts) -> Result<HeaderRules.RequestFraming, ProxyError> {
@@ -76,10 +83,13 @@ enum RequestValidator {
         var headerBytes = 0
         var contentLengths: [Substring] = []
         var transferEncodings: [Substring] = []
+        var hosts = 0
         for (name, value) in head.headers {
             headerBytes += name.utf8.count + value.utf8.count + 4
             facts.formUnion(HeaderFacts.of(name))
-            if name.utf8.count == 14, name.lowercased() == "content-length" {
+            if name.utf8.count == 4, name.asciiCaseInsensitiveEquals("host") {
+                hosts += 1
+            } else if name.utf8.count == 14, name.lowercased() == "content-length" {
                 contentLengths.append(contentsOf: value.split(separator: ",", omittingEmptySubsequences: false))
             } else if name.utf8.count == 17, name.lowercased() == "transfer-encoding" {
                 transferEncodings.append(contentsOf: value.split(separator: ",", omittingEmptySubsequences: false))
@@ -88,6 +98,11 @@ enum RequestValidator {
         if headerBytes > limits.maxHeaderBytes {
             return .failure(ProxyError(.headersTooLarge, "request headers are \(headerBytes) bytes; the limit is \(limits.maxHeaderBytes) (maxHeadersKB)"))
         }
+        if hosts > 1 {
+            // Two parsers could pick different ones (RFC 9112 §3.2: answer 400).
+            return .failure(ProxyError(.badRequest, "request has \(hosts) Host headers; send exactly one"))
+        }
+
         let hops = facts.contains(.via) ? HeaderRules.viaHops(head.headers) : 0
         if hops > limits.maxCallDepth {
             return .failure(ProxyError(.loopDetected, "request has passed \(hops) proxies (Via), more than maxCallDepth \(limits.maxCallDepth); check for a routing loop"))
@@ -114,6 +129,19 @@ enum RequestValidator {
             return .failure(ProxyError(.badRequest, "request has conflicting Content-Length values"))
         }
         return .success(length == 0 ? .none : .contentLength(length))
+    }
+}
+
+extension RequestValidator {
+    /// Why the request's `Expect` cannot be met, or nil: only `100-continue` can be (RFC 9110
+    /// §10.1.1). The framing is sound, so the answer (417) keeps the connection.
+    static func unmetExpectation(_ head: HTTPRequestHead) -> ProxyError? {
+        for value in head.headers[canonicalForm: "expect"] {
+            for member in value.split(separator: ",") where member.trimmingSpaces.lowercased() != "100-continue" {
+                return ProxyError(.expectationFailed, "unsupported expectation 'Expect: \(member.trimmingSpaces)'; only 100-continue is supported")
+            }
+        }
+        return nil
     }
 }
 

@@ -13,13 +13,10 @@ final class NameTransformers: Sendable {
     private let localAddresses: Set<String>
     private let specificHosts: [String: String]
 
-    /// Derived endpoint sets, one per transformed name, kept alive with their observation.
-    private struct Derived: Sendable {
-        let addr: Watchable<Addr>
-        let observation: Observation
-    }
-
-    private let derived = NIOLockedValueBox<[Path: Derived]>([:])
+    /// Derived endpoint sets, one per transformed name while something (a binding, a client)
+    /// uses it; each keeps its observation of the original alive, and the original holds it
+    /// only weakly, so it goes when its users do.
+    private let derived = WeakValueCache<Path, Watchable<Addr>>()
 
     init(_ configs: [TransformerConfig]) {
         self.configs = configs
@@ -61,16 +58,15 @@ final class NameTransformers: Sendable {
     /// The bound name `/%/<tag>/<original id>`, whose endpoints follow the original's through `map`.
     private func derive(_ bound: BoundName, tag: [String], map: @escaping @Sendable (Endpoint) -> Endpoint?) -> BoundName {
         let id = Path(segments: ["%"] + tag) + bound.id
-        let addr = derived.withLockedValue { derived -> Watchable<Addr> in
-            if let existing = derived[id] { return existing.addr }
+        let addr = derived.value(for: id) {
             let transform: @Sendable (Addr) -> Addr = { addr in
                 guard case .bound(let endpoints) = addr else { return addr }
                 var seen = Set<Endpoint.Address>()
                 return .bound(endpoints.compactMap(map).filter { seen.insert($0.address).inserted })
             }
             let watchable = Watchable<Addr>(transform(bound.addr.value))
-            let observation = bound.addr.observe { addr in watchable.set(transform(addr)) }
-            derived[id] = Derived(addr: watchable, observation: observation)
+            let observation = bound.addr.observe { [weak watchable] addr in watchable?.set(transform(addr)) }
+            watchable.keepAlive(observation)
             return watchable
         }
         return BoundName(id: id, residual: bound.residual, addr: addr)

@@ -149,8 +149,17 @@ public final class Router: Sendable {
     }
 
     /// The bound tree for `name`, or the error a request for it gets when delegation fails.
+    /// A request whose own dtab makes delegation run past its limits gets 400: the fault is in
+    /// the request, and retrying it elsewhere would cost the same.
     private func boundTree(_ name: Path, local: Dtab) -> Result<NameTree<BoundName>, ProxyError> {
-        bind(name, local: local).mapError { ProxyError(.unroutable, "cannot route \(name): \($0)") }
+        bind(name, local: local).mapError { error in
+            switch error {
+            case .workBudgetExceeded where !local.isEmpty, .maxDepthExceeded where !local.isEmpty:
+                return ProxyError(.delegationLimit, "cannot route \(name) with the request's dtab: \(error)")
+            default:
+                return ProxyError(.unroutable, "cannot route \(name): \(error)")
+            }
+        }
     }
 
     /// Routes a logical name to one bound name and its client. `epoch` is set when the result
