@@ -23,6 +23,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "meshd", targets: ["meshd"]),
+        .executable(name: "meshd-fuzz", targets: ["MeshFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -85,6 +86,15 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ] + nio
         ),
+        // Fuzz targets (docs/fuzzing.md): libFuzzer drives them in a fuzzing build
+        // (scripts/fuzz); a normal build replays saved inputs through them (scripts/test).
+        .executableTarget(
+            name: "MeshFuzz",
+            dependencies: [
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshProxy",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ] + nio
+        ),
         .target(
             name: "MeshTestSupport",
             dependencies: ["MeshCore"],
@@ -93,6 +103,9 @@ let package = Package(
         .testTarget(name: "MeshCoreTests", dependencies: ["MeshCore", "MeshTestSupport"]),
         .testTarget(name: "MeshConfigTests", dependencies: ["MeshConfig", "MeshCore"]),
         .testTarget(name: "MeshTelemetryTests", dependencies: ["MeshTelemetry", "MeshCore"]),
+        .testTarget(name: "MeshProxyTests", dependencies: [
+            "MeshProxy", "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshTestSupport",
+        ] + nio),
         .testTarget(name: "MeshDiscoveryTests", dependencies: [
             "MeshDiscovery", "MeshCore", "MeshTelemetry", "MeshTestSupport", .product(name: "Logging", package: "swift-log"),
         ] + nio),

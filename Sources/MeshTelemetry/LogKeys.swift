@@ -27,4 +27,6 @@ public enum LogKeys {
     public static let available = "meshd.available"
     public static let startupPagesReleasedKiB = "meshd.startup_pages_released_kib"
     public static let residentKiB = "meshd.rss_kib"
+    public static let fileLimit = "meshd.file_limit"
+    public static let maxConnections = "meshd.max_connections"
 }

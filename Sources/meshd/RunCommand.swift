@@ -37,12 +37,22 @@ struct RunCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(1)
         }
-        let metrics = MeshMetrics()
+        let fileLimit = FileLimit.raise()
+        let connectionLimit = config.routers.flatMap(\.servers).reduce(0) { $0 + $1.maxConnections }
+        if let fileLimit, UInt64(connectionLimit) * 2 > fileLimit {
+            logger.warning("the open-file limit is below what the listeners' maxConnections need (a client and an upstream connection each)", metadata: [
+                LogKeys.fileLimit: "\(fileLimit)", LogKeys.maxConnections: "\(connectionLimit)",
+            ])
+        }
+        let metrics = MeshMetrics(seriesLimit: config.admin.metricSeriesLimit)
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
+        // The admin port has a thread of its own, so that it answers (health checks, metrics,
+        // shutdown) however busy the data plane's loops are.
+        let adminGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         // Everything starts inside the service group, so that SIGTERM and SIGINT are handled
         // gracefully from the first moment listeners exist.
-        let service = MeshdService(config: config, path: path, group: group, metrics: metrics, logger: logger)
+        let service = MeshdService(config: config, path: path, group: group, adminGroup: adminGroup, metrics: metrics, logger: logger)
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -55,9 +65,11 @@ struct RunCommand: AsyncParsableCommand {
         } catch let error as ConfigErrors {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             try? await group.shutdownGracefully()
+            try? await adminGroup.shutdownGracefully()
             throw ExitCode(1)
         }
         try await group.shutdownGracefully()
+        try await adminGroup.shutdownGracefully()
         logger.info("meshd stopped")
     }
 }
@@ -82,6 +94,7 @@ struct MeshdService: Service {
     let config: MeshdConfig
     let path: String
     let group: MultiThreadedEventLoopGroup
+    let adminGroup: MultiThreadedEventLoopGroup
     let metrics: MeshMetrics
     let logger: Logger
 
@@ -90,7 +103,7 @@ struct MeshdService: Service {
         let shutdown = ShutdownRequest()
         let adminAddress = NIOLockedValueBox("")
         let routes = AdminRoutes(linker: linker, adminAddress: { adminAddress.withLockedValue { $0 } }) { shutdown.request() }
-        let admin = try await AdminServer.start(config: config.admin, routes: routes, group: group)
+        let admin = try await AdminServer.start(config: config.admin, routes: routes, group: adminGroup)
         adminAddress.withLockedValue { $0 = admin.boundAddress.map(AddressText.describe) ?? "" }
         do {
             try await linker.start()

@@ -20,7 +20,8 @@ import Testing
 
     @Test func prefixAppliesToEveryName() {
         let metrics = MeshMetrics()
-        metrics.router("out").requests.increment()
+        let router = metrics.router("out")  // series live while their owner does
+        router.requests.increment()
         let text = metrics.prometheusText(prefix: "l5d_")
         for line in text.split(separator: "\n") where !line.isEmpty {
             if line.hasPrefix("# ") {
@@ -33,17 +34,18 @@ import Testing
 
     @Test func samplesAreFlat() {
         let metrics = MeshMetrics()
-        metrics.router("out").requests.increment(by: Int64(3))
+        let router = metrics.router("out")  // series live while their owner does
+        router.requests.increment(by: Int64(3))
         let samples = Dictionary(metrics.samples(), uniquingKeysWith: { $1 })
         #expect(samples[#"meshd_router_requests_total{router="out"}"#] == 3)
     }
 
-    @Test func unregisteredEndpointSeriesDisappear() {
+    @Test func releasedEndpointSeriesDisappear() {
         let metrics = MeshMetrics()
-        let endpoint = metrics.endpoint(router: "out", client: "/#/io.l5d.fs/web", endpoint: "127.0.0.1:1")
-        endpoint.requests.increment()
+        var endpoint: RequestMetrics? = metrics.endpoint(router: "out", client: "/#/io.l5d.fs/web", endpoint: "127.0.0.1:1")
+        endpoint?.requests.increment()
         #expect(metrics.prometheusText().contains("127.0.0.1:1"))
-        endpoint.unregister()
+        endpoint = nil
         #expect(!metrics.prometheusText().contains("127.0.0.1:1"))
     }
 }

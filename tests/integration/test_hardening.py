@@ -249,7 +249,8 @@ def test_bytes_after_a_response_never_reach_the_next_request(start_meshd):
             meshd = start_meshd(disco={"raw": raw.disco_line})
             with RawClient(meshd.router(), timeout=10) as client:
                 # Pipelined: the second request is leased the connection the moment the first ends.
-                client.send(b"GET /one HTTP/1.1\r\nHost: raw\r\n\r\nGET /two HTTP/1.1\r\nHost: raw\r\n\r\n")
+                # A POST, so that a stale-connection resend cannot hide a misdelivered error.
+                client.send(b"GET /one HTTP/1.1\r\nHost: raw\r\n\r\nPOST /two HTTP/1.1\r\nHost: raw\r\nContent-Length: 2\r\n\r\nhi")
                 first = client.read_response()
                 second = client.read_response()
             assert first.status == 200 and first.body == b"/one", first

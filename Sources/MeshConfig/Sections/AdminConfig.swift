@@ -9,6 +9,9 @@ public struct AdminConfig: Sendable, Hashable, JSONRepresentable {
     /// How long a graceful shutdown (SIGTERM, SIGINT) waits for in-flight requests before closing
     /// what is left, in milliseconds, 0–3,600,000. Default 10,000.
     public var shutdownGraceMs: Int = 10_000
+    /// Owners (clients, services, endpoints) per metric scope whose series are kept apart, 1–1,000,000;
+    /// owners past it share series labelled `other`. Default 1,000. meshd's own key.
+    public var metricSeriesLimit: Int = 1000
     public var origin: ConfigOrigin = .builtIn
 
     public init() {}
@@ -20,6 +23,7 @@ public struct AdminConfig: Sendable, Hashable, JSONRepresentable {
         if let ip = m.optional("ip") { config.ip = IPAddressSyntax.read(ip) ?? config.ip }
         config.port = m.int("port", in: 0...65535) ?? config.port
         config.shutdownGraceMs = m.int("shutdownGraceMs", in: 0...3_600_000) ?? config.shutdownGraceMs
+        config.metricSeriesLimit = m.int("metricSeriesLimit", in: 1...1_000_000) ?? config.metricSeriesLimit
         m.accepted(["workerThreads"])
         m.unsupported(["tls"], "the admin server speaks plain HTTP; keep it on loopback")
         m.unsupported(["socketOptions", "httpIdentifierPort", "security"], "remove it")
@@ -28,7 +32,7 @@ public struct AdminConfig: Sendable, Hashable, JSONRepresentable {
     }
 
     public var json: JSONValue {
-        .object([("ip", .string(ip)), ("port", .int(port)), ("shutdownGraceMs", .int(shutdownGraceMs))])
+        .object([("ip", .string(ip)), ("port", .int(port)), ("shutdownGraceMs", .int(shutdownGraceMs)), ("metricSeriesLimit", .int(metricSeriesLimit))])
     }
 }
 

@@ -153,6 +153,11 @@ final class EndpointPool: Sendable {
         perform(effects)
     }
 
+    /// Idle timers in flight (at most one per connection).
+    var scheduledIdleTimers: Int {
+        state.withLockedValue { state in state.idleTimers.values.reduce(0) { $0 + ($1.scheduled ? 1 : 0) } }
+    }
+
     var snapshot: (open: Int, idle: Int, leased: Int, waiters: Int) {
         state.withLockedValue { ($0.machine.total, $0.machine.idleCount, $0.machine.leased, $0.machine.waiterCount) }
     }

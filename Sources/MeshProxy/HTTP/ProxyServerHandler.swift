@@ -246,8 +246,9 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if streamBroken, error is ByteToMessageDecoderError {
-            // Bytes read after the decoder's error, before reads stopped: nothing to parse.
+        if streamBroken, error is ByteToMessageDecoderError || error is HTTPParserError {
+            // The stream broke already and that is answered (or queued to be): later complaints
+            // of the decoder (bytes read before reads stopped, the end of the stream) add nothing.
             return
         }
         guard error is HTTPParserError else {
