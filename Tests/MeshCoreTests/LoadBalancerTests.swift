@@ -303,3 +303,81 @@ import Testing
         }
     }
 }
+
+/// When every endpoint is ejected, traffic goes where it is likeliest to succeed, and probes.
+@Suite struct AllEjectedTests {
+    static let second: UInt64 = 1_000_000_000
+
+    @Test func picksTheEndpointWhoseEjectionEndsSoonestAndProbesIt() {
+        var random = SplitMix64(seed: 11)
+        let a = Endpoint(host: "10.0.0.1", port: 80)
+        let b = Endpoint(host: "10.0.0.2", port: 80)
+        var balancer = LoadBalancer(kind: .p2c(maxEffort: 5), policy: .consecutiveFailures(1), backoff: Backoff(.constant(nanoseconds: 30 * Self.second)), failFast: false)
+        balancer.update(endpoints: [a, b], using: &random)
+        // a fails at 0 (ejected until 30 s), b at 10 s (until 40 s).
+        func fail(_ endpoint: Endpoint, at now: UInt64) {
+            while true {
+                guard case .endpoint(let picked) = balancer.pick(now: now, using: &random) else { return }
+                let probe = balancer.lastPickWasProbe
+                balancer.finished(picked.address, success: picked != endpoint, wasProbe: probe, latency: 1, now: now, using: &random)
+                if picked == endpoint { return }
+            }
+        }
+        fail(a, at: 0)
+        fail(b, at: 10 * Self.second)
+        #expect(balancer.counts(now: 11 * Self.second).available == 0)
+        // At 12 s both are out; a comes back soonest: the pick goes there, as its probe.
+        guard case .endpoint(let first) = balancer.pick(now: 12 * Self.second, using: &random) else {
+            Issue.record("expected a pick")
+            return
+        }
+        #expect(first == a)
+        #expect(balancer.lastPickWasProbe)
+        // While a's probe is out, the next pick probes b rather than piling onto a.
+        guard case .endpoint(let second) = balancer.pick(now: 12 * Self.second, using: &random) else { return }
+        #expect(second == b)
+        #expect(balancer.lastPickWasProbe)
+        // a's probe succeeds: a is back at once, long before its backoff would have ended.
+        #expect(balancer.finished(a.address, success: true, wasProbe: true, latency: 1, now: 13 * Self.second, using: &random) == .revived)
+        #expect(balancer.counts(now: 13 * Self.second).available == 1)
+        for _ in 0..<20 {
+            guard case .endpoint(let next) = balancer.pick(now: 13 * Self.second, using: &random) else { return }
+            #expect(next == a)
+            balancer.finished(next.address, success: true, wasProbe: balancer.lastPickWasProbe, latency: 1, now: 13 * Self.second, using: &random)
+        }
+    }
+
+    @Test func aFailedEarlyProbeEjectsAgainForTheNextBackoff() {
+        var random = SplitMix64(seed: 12)
+        let a = Endpoint(host: "10.0.0.1", port: 80)
+        var balancer = LoadBalancer(kind: .p2c(maxEffort: 5), policy: .consecutiveFailures(1), backoff: Backoff(.constant(nanoseconds: 30 * Self.second)), failFast: false)
+        balancer.update(endpoints: [a], using: &random)
+        _ = balancer.pick(now: 0, using: &random)
+        balancer.finished(a.address, success: false, wasProbe: false, latency: 1, now: 0, using: &random)
+        _ = balancer.pick(now: Self.second, using: &random)
+        #expect(balancer.lastPickWasProbe)
+        #expect(balancer.finished(a.address, success: false, wasProbe: true, latency: 1, now: Self.second, using: &random) == .ejected(forNanoseconds: 30 * Self.second))
+    }
+
+    /// A requeue after a refused connection: the endpoint that just failed is not picked again
+    /// while another is left, even one failure accrual has ejected (it goes as a probe).
+    @Test func aRetryAvoidsTheEndpointsItTried() {
+        var random = SplitMix64(seed: 13)
+        let a = Endpoint(host: "10.0.0.1", port: 80)
+        let b = Endpoint(host: "10.0.0.2", port: 80)
+        var balancer = LoadBalancer(kind: .p2c(maxEffort: 5), policy: .consecutiveFailures(1), backoff: Backoff(.constant(nanoseconds: 30 * Self.second)), failFast: false)
+        balancer.update(endpoints: [a, b], using: &random)
+        for _ in 0..<50 {
+            #expect(balancer.pick(now: 0, avoiding: [a.address], using: &random) == .endpoint(b))
+            balancer.finished(b.address, success: nil, latency: 1, now: 0, using: &random)
+        }
+        // b is ejected; a retry that tried a still goes to b, as b's probe.
+        _ = balancer.pick(now: 0, avoiding: [a.address], using: &random)
+        balancer.finished(b.address, success: false, wasProbe: false, latency: 1, now: 0, using: &random)
+        #expect(balancer.counts(now: 1).available == 1)
+        #expect(balancer.pick(now: 1, avoiding: [a.address], using: &random) == .endpoint(b))
+        #expect(balancer.lastPickWasProbe)
+        // Everything tried: back to the usual pick.
+        if case .endpoint = balancer.pick(now: 1, avoiding: [a.address, b.address], using: &random) {} else { Issue.record("expected a pick") }
+    }
+}

@@ -60,8 +60,10 @@ public struct EndpointAccrual: Sendable {
     }
 
     /// A pick landed here at `now`: if it is the probe, no other request may follow until it ends.
-    public mutating func picked(now: UInt64) {
-        if case .ejected(let until) = status, now >= until { status = .probing }
+    /// `early`: every endpoint is ejected, so the balancer sends here anyway; the request probes
+    /// before the backoff has passed.
+    public mutating func picked(now: UInt64, early: Bool = false) {
+        if case .ejected(let until) = status, now >= until || early { status = .probing }
     }
 
     /// The probe ended without saying anything (its client went away, a local limit): the next

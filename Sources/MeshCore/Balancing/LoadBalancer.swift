@@ -10,7 +10,12 @@
 // it. So every algorithm honours weights, and within a class it behaves as it would unweighted.
 //
 // An endpoint that failure accrual has ejected is skipped. When every endpoint is ejected, the
-// pick still goes to the least bad one — unless `failFast` is set, in which case there is no pick.
+// pick still goes somewhere — unless `failFast` is set, in which case there is no pick: to the
+// endpoint whose ejection ends soonest (the likeliest to be back), and the first such pick is that
+// endpoint's probe, so that one which has recovered rejoins at once. (Load-balancing among all of
+// them instead sent half the traffic of a two-endpoint client to the one that had just died
+// while the other, back for seconds, sat out its backoff; the requeues that followed emptied the
+// requeue budget.)
 
 public struct LoadBalancer: Sendable {
     public struct Node: Sendable {
@@ -106,14 +111,27 @@ public struct LoadBalancer: Sendable {
     // MARK: requests
 
     /// Chooses an endpoint for one request at `now` and counts the request against it.
-    public mutating func pick<R: RandomNumberGenerator>(now: UInt64, using random: inout R) -> Pick {
+    /// `avoiding`: endpoints this request has tried already (a retry or requeue). While any other
+    /// is left, the pick is one of those — an available one, the least loaded, or else the one
+    /// back soonest, as its probe — so that a retry never lands on the endpoint that just failed
+    /// it while another might answer.
+    public mutating func pick<R: RandomNumberGenerator>(now: UInt64, avoiding: Set<Endpoint.Address> = [], using random: inout R) -> Pick {
         guard !nodes.isEmpty else { return .none }
         var anyAvailable = nodes.contains { $0.accrual.isAvailable(now: now) }
-        if !anyAvailable && failFast { return .allEjected }
-        let candidates = weightClass(now: now, anyAvailable: anyAvailable, using: &random)
+        var untried: [Int] = []
+        if !avoiding.isEmpty {
+            untried = nodes.indices.filter { !avoiding.contains(nodes[$0].endpoint.address) }
+            if !untried.isEmpty { anyAvailable = untried.contains { nodes[$0].accrual.isAvailable(now: now) } }
+        }
+        if !anyAvailable && failFast && !nodes.contains(where: { $0.accrual.isAvailable(now: now) }) { return .allEjected }
+        let candidates = untried.isEmpty ? weightClass(now: now, anyAvailable: anyAvailable, using: &random) : untried
         anyAvailable = anyAvailable && candidates.contains { nodes[$0].accrual.isAvailable(now: now) }
         let index: Int
         switch kind {
+        case _ where !untried.isEmpty && anyAvailable:
+            index = leastLoaded(among: candidates, now: now, anyAvailable: true, using: &random)
+        case _ where !anyAvailable:
+            index = soonestBack(among: candidates, now: now, using: &random)
         case .p2c, .ewma:
             index = twoChoices(among: candidates, now: now, anyAvailable: anyAvailable, using: &random)
         case .aperture:
@@ -127,7 +145,8 @@ public struct LoadBalancer: Sendable {
         nodes[index].load += 1
         totalLoad += 1
         lastPickWasProbe = !(nodes[index].accrual.status == .alive) && nodes[index].accrual.isAvailable(now: now)
-        nodes[index].accrual.picked(now: now)
+        if !anyAvailable, case .ejected = nodes[index].accrual.status { lastPickWasProbe = true }
+        nodes[index].accrual.picked(now: now, early: !anyAvailable)
         return .endpoint(nodes[index].endpoint)
     }
 
@@ -238,6 +257,21 @@ public struct LoadBalancer: Sendable {
         }
         if anyAvailable { return leastLoaded(among: candidates, now: now, anyAvailable: true, using: &random) }
         return candidates.min { score($0, now: now) < score($1, now: now) } ?? best
+    }
+
+    /// With every node ejected: the one whose ejection ends soonest among those not already being
+    /// probed (all of them when every one is), ties to the least loaded.
+    private func soonestBack<R: RandomNumberGenerator>(among candidates: [Int], now: UInt64, using random: inout R) -> Int {
+        var best: Int?
+        var bestUntil = UInt64.max
+        for index in candidates {
+            guard case .ejected(let until) = nodes[index].accrual.status else { continue }
+            if until < bestUntil || (until == bestUntil && best.map { score(index, now: now) < score($0, now: now) } == true) {
+                best = index
+                bestUntil = until
+            }
+        }
+        return best ?? leastLoaded(among: candidates, now: now, anyAvailable: false, using: &random)
     }
 
     /// The available node with the lowest load per weight (the least bad of all when none is

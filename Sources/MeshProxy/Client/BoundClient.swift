@@ -155,10 +155,11 @@ final class BoundClient: Sendable {
 
     /// Picks an endpoint for one request at `now` and counts the request against it. `probe`
     /// tells whether the pick is the probe of an ejected endpoint; pass it back to `finished`.
-    func pick(now: UInt64) -> Result<(endpoint: Endpoint, entry: Entry, probe: Bool), PickFailure> {
+    /// `avoiding`: endpoints the request has tried already (see `LoadBalancer.pick`).
+    func pick(now: UInt64, avoiding: Set<Endpoint.Address> = []) -> Result<(endpoint: Endpoint, entry: Entry, probe: Bool), PickFailure> {
         let result = state.withLockedValue { state -> Result<(endpoint: Endpoint, entry: Entry, probe: Bool), PickFailure> in
             let endpoint: Endpoint
-            switch state.balancer.pick(now: now, using: &state.random) {
+            switch state.balancer.pick(now: now, avoiding: avoiding, using: &state.random) {
             case .endpoint(let picked):
                 endpoint = picked
             case .allEjected:

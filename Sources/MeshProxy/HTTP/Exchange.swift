@@ -157,29 +157,20 @@ final class Exchange: UpstreamResponseReceiver {
         }
     }
 
-    /// Picks an endpoint, preferring one this request has not tried, and asks its pool for a
-    /// connection.
+    /// Picks an endpoint, one this request has not tried while there is one, and asks its pool
+    /// for a connection.
     private func pickAndLease() {
-        var picked: (endpoint: Endpoint, entry: BoundClient.Entry, probe: Bool)?
-        picking: for _ in 0..<3 {
-            switch client.pick(now: now) {
-            case .failure(.noEndpoints(let reason)):
-                if picked != nil { break picking }
-                fail(handler.listener.router.explainNoEndpoints(route.name, local: route.local, client: client, reason: reason))
-                return
-            case .failure(.invalidAddress(let error)):
-                if picked != nil { break picking }
-                fail(error)
-                return
-            case .success(let choice):
-                if let previous = picked {
-                    client.finished(previous.endpoint.address, entry: previous.entry, success: nil, probe: previous.probe, latency: 0, now: now)
-                }
-                picked = choice
-            }
-            if !tried.contains(picked!.endpoint.address) { break picking }
+        let endpoint: Endpoint, entry: BoundClient.Entry, probe: Bool
+        switch client.pick(now: now, avoiding: tried) {
+        case .failure(.noEndpoints(let reason)):
+            fail(handler.listener.router.explainNoEndpoints(route.name, local: route.local, client: client, reason: reason))
+            return
+        case .failure(.invalidAddress(let error)):
+            fail(error)
+            return
+        case .success(let choice):
+            (endpoint, entry, probe) = choice
         }
-        guard let (endpoint, entry, probe) = picked else { return }
         self.endpoint = endpoint
         self.entry = entry
         attemptIsProbe = probe
@@ -399,8 +390,7 @@ final class Exchange: UpstreamResponseReceiver {
     func upstreamReceived(end: HTTPHeaders?) {
         switch phase {
         case .discarding(let connection, let upstream):
-            upstream.detach()
-            entry?.pool.release(connection, reusable: requestSent && upstream.reusable)
+            giveBack(connection, upstream, reusable: requestSent && upstream.reusable)
             retryAfterBackoff()
         case .connected:
             guard let context = handler.context else { return }
@@ -423,14 +413,12 @@ final class Exchange: UpstreamResponseReceiver {
     func upstreamFailed(_ error: any Error) {
         switch phase {
         case .discarding(let connection, let upstream):
-            upstream.detach()
-            entry?.pool.release(connection, reusable: false)
+            giveBack(connection, upstream, reusable: false)
             retryAfterBackoff()
             return
         case .connected(let connection, let upstream):
             let staleConnection = upstream.exchanges > 1 && !upstream.responseStarted
-            upstream.detach()
-            entry?.pool.release(connection, reusable: false)
+            giveBack(connection, upstream, reusable: false)
             guard !responseHeadSent else {
                 // The response has begun: the only honest signal left is to break the connection.
                 endpointSucceeded = false
@@ -462,6 +450,15 @@ final class Exchange: UpstreamResponseReceiver {
         default:
             return
         }
+    }
+
+    /// Ends the use of the attempt's connection: back to the pool (or closed). The phase moves
+    /// on at once, so that nothing later — a failure answer, a cancelled retry — gives the same
+    /// connection back a second time (which once drove the pool's counts below zero).
+    private func giveBack(_ connection: PooledConnection, _ upstream: UpstreamHandler, reusable: Bool) {
+        phase = .resolving
+        upstream.detach()
+        entry?.pool.release(connection, reusable: reusable)
     }
 
     // MARK: retries and timeouts
