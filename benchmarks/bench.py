@@ -92,10 +92,10 @@ routers:
     return proc, listeners["bench"][0]
 
 
-def launch_meshd(binary: str, config: Path):
+def launch_meshd(binary: str, config: Path, extra=()):
     """Starts meshd on `config`; waits for its "meshd ready" log line and returns the process
     and its routers' listening addresses (label -> [address])."""
-    proc = subprocess.Popen([binary, "run", "--config", str(config), "--log-format", "json"],
+    proc = subprocess.Popen([binary, "run", "--config", str(config), "--log-format", "json", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     admin = None
     deadline = time.monotonic() + 30
@@ -114,6 +114,7 @@ def launch_meshd(binary: str, config: Path):
         raise SystemExit("meshd did not start")
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
     listeners = json.loads(urllib.request.urlopen(f"http://{admin}/admin/listeners.json").read())
+    proc.admin = admin
     return proc, listeners["routers"]
 
 
@@ -186,9 +187,11 @@ def main():
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--short", action="store_true", help="2 rounds of 5 s")
-    parser.add_argument("--scenario", choices=["direct", "dtab", "balancers"], default="direct",
+    parser.add_argument("--scenario", choices=["direct", "dtab", "balancers", "admin"], default="direct",
                         help="direct: meshd vs a direct connection; dtab: a 20-dentry dtab vs a 1-dentry one; "
-                             "balancers: each load balancer over 10 endpoints")
+                             "balancers: each load balancer over 10 endpoints; admin: the admin port's latency "
+                             "with the data port saturated, against its latency idle")
+    parser.add_argument("--baseline", help="admin scenario: a second meshd binary measured the same way (an older build)")
     args = parser.parse_args()
     if args.short:
         args.rounds, args.duration = 2, 5
@@ -204,6 +207,8 @@ def main():
         return dtab_scenario(args, binary, workdir)
     if args.scenario == "balancers":
         return balancer_scenario(args, binary, workdir)
+    if args.scenario == "admin":
+        return admin_scenario(args, binary, workdir)
     nginx, upstream_port = start_nginx(workdir)
     meshd, meshd_address = start_meshd(binary, workdir, upstream_port)
     try:
@@ -245,6 +250,74 @@ def main():
         cpu_text = f"{cpu:.1f}" if cpu is not None else "—"
         print(f"| {name} | {rps:,.0f} | {ratio:.2f} | {p50:.3f} | {p99:.3f} | {cpu_text} | {errors} |")
     print(f"\nmeshd RSS: idle {idle_rss:.1f} MB, under load (peak) {median('meshd', 'rss_peak'):.1f} MB")
+
+
+def admin_latencies(admin, seconds, stop=None):
+    """GET /admin/ping one after another for `seconds` (or until `stop` is set); latencies in ms."""
+    latencies = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (stop and stop.is_set()):
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://{admin}/admin/ping", timeout=10) as response:
+            response.read()
+        latencies.append((time.monotonic() - started) * 1000)
+        time.sleep(0.01)
+    return latencies
+
+
+def percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def admin_scenario(args, binary, workdir):
+    """The admin port's /admin/ping latency while wrk saturates the data port (200 connections,
+    meshd on one data-plane thread), against the same measure with meshd idle; for each binary
+    given (this build, and `--baseline`), one after the other."""
+    nginx, upstream_port = start_nginx(workdir)
+    binaries = {"meshd": binary}
+    if args.baseline:
+        binaries["meshd-baseline"] = args.baseline
+    rows = []
+    try:
+        for name, path in binaries.items():
+            config = workdir / f"{name}.yaml"
+            config.write_text(f"""admin: {{ip: 127.0.0.1, port: 0}}
+routers:
+- protocol: http
+  label: bench
+  dtab: "/svc/bench => /$/inet/127.0.0.1/{upstream_port};"
+  servers: [{{ip: 127.0.0.1, port: 0}}]
+""")
+            proc, listeners = launch_meshd(path, config, extra=("--threads", "1"))
+            try:
+                url = f"http://{listeners['bench'][0]}/"
+                wait_http(url, {"Host": "bench"})
+                run_wrk(url, "bench", args.threads, 200, 2)
+                idle = admin_latencies(proc.admin, 3)
+                stop = threading.Event()
+                loaded = []
+                pinger = threading.Thread(target=lambda: loaded.extend(admin_latencies(proc.admin, args.duration * args.rounds + 5, stop)))
+                pinger.start()
+                load = run_wrk(url, "bench", args.threads, 200, args.duration * args.rounds)
+                stop.set()
+                pinger.join()
+                rows.append((name, idle, loaded, load["rps"]))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    finally:
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(30)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"\n### admin port under data-plane saturation — {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, {os.cpu_count()} cores")
+    print(f"meshd --threads 1; wrk -t{args.threads} -c200 for {args.duration * args.rounds} s on the data port; "
+          "/admin/ping one at a time, 10 ms apart\n")
+    print("| binary | data req/s | pings idle / loaded | idle p50 ms | idle p99 ms | loaded p50 ms | loaded p99 ms | loaded max ms | loaded p99 ÷ idle p99 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, idle, loaded, rps in rows:
+        print(f"| {name} | {rps:,.0f} | {len(idle)} / {len(loaded)} | {percentile(idle, 0.5):.2f} | {percentile(idle, 0.99):.2f} | "
+              f"{percentile(loaded, 0.5):.2f} | {percentile(loaded, 0.99):.2f} | {max(loaded):.2f} | {percentile(loaded, 0.99) / percentile(idle, 0.99):.1f} |")
 
 
 BALANCERS = {

@@ -104,32 +104,20 @@ public final class RequestMetrics: Sendable {
     public let requests: Counter
     @usableFromInline let responses: [Counter]
     public let duration: DurationHistogram
-    private let registry: PrometheusCollectorRegistry
-    private let book: SeriesBook
-    private let lease: SeriesBook.Lease
+    private let owned: OwnedSeries
 
     init(book: SeriesBook, registry: PrometheusCollectorRegistry, scope: String, fixed: [(String, String)], owner: [(String, String)]) {
-        self.registry = registry
-        self.book = book
         var made: (Counter, [Counter], DurationHistogram)?
-        lease = book.acquire(group: "requests", scope: scope, fixed: fixed, owner: owner) { labels in
+        owned = OwnedSeries(book: book, registry: registry, group: "requests", scope: scope, fixed: fixed, owner: owner) { series in
             made = (
-                registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_requests_total", unitName: "", helpText: "Requests received, per \(scope)."), labels: labels),
+                series.counter("meshd_\(scope)_requests_total", "Requests received, per \(scope)."),
                 ["1xx", "2xx", "3xx", "4xx", "5xx"].map {
-                    registry.makeCounter(descriptor: .init(metricName: "meshd_\(scope)_responses_total", unitName: "", helpText: "Responses sent, per \(scope) and status class."), labels: labels + [("class", $0)])
+                    series.counter("meshd_\(scope)_responses_total", "Responses sent, per \(scope) and status class.", extra: [("class", $0)])
                 },
-                registry.makeDurationHistogram(descriptor: .init(metricName: "meshd_\(scope)_request_duration_seconds", unitName: "", helpText: "Time from request to complete response, per \(scope)."), labels: labels, buckets: MeshMetrics.latencyBuckets)
+                series.histogram("meshd_\(scope)_request_duration_seconds", "Time from request to complete response, per \(scope).", buckets: MeshMetrics.latencyBuckets)
             )
         }
         (requests, responses, duration) = made!
-    }
-
-    deinit {
-        book.release(lease) {
-            registry.unregisterCounter(requests)
-            for counter in responses { registry.unregisterCounter(counter) }
-            registry.unregisterDurationHistogram(duration)
-        }
     }
 
     /// A response with `status` was sent after `nanoseconds`.
@@ -152,38 +140,27 @@ public final class ServiceMetrics: Sendable {
     /// Retryable failures not retried because the request had had `maxRetries` retries.
     public let retriesLimited: Counter
     private let timeouts: [String: Counter]
-    private let registry: PrometheusCollectorRegistry
-    private let book: SeriesBook
-    private let lease: SeriesBook.Lease
+    private let owned: OwnedSeries
 
     init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
-        self.registry = registry
-        self.book = book
         var made: [Counter] = []
         var timeouts: [String: Counter] = [:]
-        lease = book.acquire(group: "service", scope: "service", fixed: fixed, owner: owner) { labels in
+        owned = OwnedSeries(book: book, registry: registry, group: "service", scope: "service", fixed: fixed, owner: owner) { series in
+            let outcomes = "Requests per logical name by the response class of their final answer."
             made = [
-                registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "success")]),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_service_responses_total", unitName: "", helpText: "Requests per logical name by the response class of their final answer."), labels: labels + [("outcome", "failure")]),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_total", unitName: "", helpText: "Requests sent again after a retryable failure, per logical name."), labels: labels),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_service_requeues_total", unitName: "", helpText: "Requests moved to another endpoint after a connection failure, per logical name."), labels: labels),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_service_retry_budget_exhausted_total", unitName: "", helpText: "Retries and requeues refused because the budget was empty."), labels: labels),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_service_retries_limited_total", unitName: "", helpText: "Retryable failures not retried because the request had used its maxRetries."), labels: labels),
+                series.counter("meshd_service_responses_total", outcomes, extra: [("outcome", "success")]),
+                series.counter("meshd_service_responses_total", outcomes, extra: [("outcome", "failure")]),
+                series.counter("meshd_service_retries_total", "Requests sent again after a retryable failure, per logical name."),
+                series.counter("meshd_service_requeues_total", "Requests moved to another endpoint after a connection failure, per logical name."),
+                series.counter("meshd_service_retry_budget_exhausted_total", "Retries and requeues refused because the budget was empty."),
+                series.counter("meshd_service_retries_limited_total", "Retryable failures not retried because the request had used its maxRetries."),
             ]
             for kind in ["total", "attempt", "deadline", "connect"] {
-                timeouts[kind] = registry.makeCounter(descriptor: .init(metricName: "meshd_service_timeouts_total", unitName: "", helpText: "Timeouts per logical name, by kind (total, attempt, deadline, connect)."), labels: labels + [("kind", kind)])
+                timeouts[kind] = series.counter("meshd_service_timeouts_total", "Timeouts per logical name, by kind (total, attempt, deadline, connect).", extra: [("kind", kind)])
             }
         }
         (successes, failures, retries, requeues, budgetExhausted, retriesLimited) = (made[0], made[1], made[2], made[3], made[4], made[5])
         self.timeouts = timeouts
-    }
-
-    deinit {
-        book.release(lease) {
-            for counter in [successes, failures, retries, requeues, budgetExhausted, retriesLimited] + Array(timeouts.values) {
-                registry.unregisterCounter(counter)
-            }
-        }
     }
 
     /// `kind`: total, attempt, deadline or connect.
@@ -197,30 +174,18 @@ public final class EndpointHealthMetrics: Sendable {
     public let ejections: Counter
     public let revivals: Counter
     public let load: Gauge
-    private let registry: PrometheusCollectorRegistry
-    private let book: SeriesBook
-    private let lease: SeriesBook.Lease
+    private let owned: OwnedSeries
 
     init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
-        self.registry = registry
-        self.book = book
         var made: (Counter, Counter, Gauge)?
-        lease = book.acquire(group: "endpoint_health", scope: "endpoint", fixed: fixed, owner: owner) { labels in
+        owned = OwnedSeries(book: book, registry: registry, group: "endpoint_health", scope: "endpoint", fixed: fixed, owner: owner) { series in
             made = (
-                registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_ejections_total", unitName: "", helpText: "Times failure accrual ejected an endpoint (including failed probes)."), labels: labels),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_endpoint_revivals_total", unitName: "", helpText: "Times an ejected endpoint's probe succeeded."), labels: labels),
-                registry.makeGauge(descriptor: .init(metricName: "meshd_endpoint_load", unitName: "", helpText: "Requests in flight to an endpoint."), labels: labels)
+                series.counter("meshd_endpoint_ejections_total", "Times failure accrual ejected an endpoint (including failed probes)."),
+                series.counter("meshd_endpoint_revivals_total", "Times an ejected endpoint's probe succeeded."),
+                series.gauge("meshd_endpoint_load", "Requests in flight to an endpoint.")
             )
         }
         (ejections, revivals, load) = made!
-    }
-
-    deinit {
-        book.release(lease) {
-            registry.unregisterCounter(ejections)
-            registry.unregisterCounter(revivals)
-            registry.unregisterGauge(load)
-        }
     }
 }
 
@@ -228,28 +193,17 @@ public final class EndpointHealthMetrics: Sendable {
 public final class ClientEndpointMetrics: Sendable {
     public let endpoints: Gauge
     public let available: Gauge
-    private let registry: PrometheusCollectorRegistry
-    private let book: SeriesBook
-    private let lease: SeriesBook.Lease
+    private let owned: OwnedSeries
 
     init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
-        self.registry = registry
-        self.book = book
         var made: (Gauge, Gauge)?
-        lease = book.acquire(group: "client_endpoints", scope: "client", fixed: fixed, owner: owner) { labels in
+        owned = OwnedSeries(book: book, registry: registry, group: "client_endpoints", scope: "client", fixed: fixed, owner: owner) { series in
             made = (
-                registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints", unitName: "", helpText: "Endpoints known for a client (bound name)."), labels: labels),
-                registry.makeGauge(descriptor: .init(metricName: "meshd_client_endpoints_available", unitName: "", helpText: "Endpoints of a client that failure accrual has not ejected."), labels: labels)
+                series.gauge("meshd_client_endpoints", "Endpoints known for a client (bound name)."),
+                series.gauge("meshd_client_endpoints_available", "Endpoints of a client that failure accrual has not ejected.")
             )
         }
         (endpoints, available) = made!
-    }
-
-    deinit {
-        book.release(lease) {
-            registry.unregisterGauge(endpoints)
-            registry.unregisterGauge(available)
-        }
     }
 }
 
@@ -278,25 +232,21 @@ public final class PoolMetrics: Sendable {
     public let connects: Counter
     public let connectFailures: Counter
     public let rejected: Counter
-    private let registry: PrometheusCollectorRegistry
-    private let book: SeriesBook
-    private let lease: SeriesBook.Lease
+    private let owned: OwnedSeries
 
     init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
-        self.registry = registry
-        self.book = book
         var gauges: [Gauge] = []
         var counters: [Counter] = []
-        lease = book.acquire(group: "pool", scope: "endpoint", fixed: fixed, owner: owner) { labels in
+        owned = OwnedSeries(book: book, registry: registry, group: "pool", scope: "endpoint", fixed: fixed, owner: owner) { series in
             gauges = [
-                registry.makeGauge(descriptor: .init(metricName: "meshd_pool_connections", unitName: "", helpText: "Connections open or opening to an endpoint."), labels: labels),
-                registry.makeGauge(descriptor: .init(metricName: "meshd_pool_idle_connections", unitName: "", helpText: "Idle pooled connections to an endpoint."), labels: labels),
-                registry.makeGauge(descriptor: .init(metricName: "meshd_pool_waiters", unitName: "", helpText: "Requests waiting for a connection to an endpoint."), labels: labels),
+                series.gauge("meshd_pool_connections", "Connections open or opening to an endpoint."),
+                series.gauge("meshd_pool_idle_connections", "Idle pooled connections to an endpoint."),
+                series.gauge("meshd_pool_waiters", "Requests waiting for a connection to an endpoint."),
             ]
             counters = [
-                registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connects_total", unitName: "", helpText: "Connections opened to an endpoint."), labels: labels),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_pool_connect_failures_total", unitName: "", helpText: "Connection attempts to an endpoint that failed."), labels: labels),
-                registry.makeCounter(descriptor: .init(metricName: "meshd_pool_rejected_total", unitName: "", helpText: "Requests rejected because the pool and its queue were full."), labels: labels),
+                series.counter("meshd_pool_connects_total", "Connections opened to an endpoint."),
+                series.counter("meshd_pool_connect_failures_total", "Connection attempts to an endpoint that failed."),
+                series.counter("meshd_pool_rejected_total", "Requests rejected because the pool and its queue were full."),
             ]
         }
         (open, idle, waiters) = (gauges[0], gauges[1], gauges[2])
@@ -307,13 +257,6 @@ public final class PoolMetrics: Sendable {
         self.open.set(Int64(open))
         self.idle.set(Int64(idle))
         self.waiters.set(Int64(waiters))
-    }
-
-    deinit {
-        book.release(lease) {
-            for gauge in [open, idle, waiters] { registry.unregisterGauge(gauge) }
-            for counter in [connects, connectFailures, rejected] { registry.unregisterCounter(counter) }
-        }
     }
 }
 

@@ -57,7 +57,7 @@ public final class SeriesBook: Sendable {
 
     /// Takes a place for the group `group` of `scope`'s owner `owner` (its labels after the
     /// `fixed` ones), and calls `make` with the labels to use, under the book's lock.
-    func acquire(group: String, scope: String, fixed: [(String, String)], owner: [(String, String)], make: ([(String, String)]) -> Void) -> Lease {
+    fileprivate func acquire(group: String, scope: String, fixed: [(String, String)], owner: [(String, String)], make: ([(String, String)]) -> Void) -> Lease {
         var folded = false
         let lease = state.withLock { state -> Lease in
             var ownerLabels = owner
@@ -80,7 +80,7 @@ public final class SeriesBook: Sendable {
     }
 
     /// Gives a place back; `unregister` runs (under the lock) when it was the group's last holder.
-    func release(_ lease: Lease, unregister: () -> Void) {
+    fileprivate func release(_ lease: Lease, unregister: () -> Void) {
         state.withLock { state in
             let holders = state.holders[lease.group, default: 1] - 1
             if holders == 0 {
@@ -114,5 +114,69 @@ public final class SeriesBook: Sendable {
             folds[scope] = counter
             return counter
         }
+    }
+}
+
+/// Makes the series of one group, and remembers them so that they go together.
+public final class SeriesMaker: @unchecked Sendable {
+    // Written only while the group is made (under the book's lock), read only when it goes.
+    private let registry: PrometheusCollectorRegistry
+    /// The labels every series of the group starts with (owner folded to `other` past the limit).
+    public let labels: [(String, String)]
+    private var counters: [Counter] = []
+    private var gauges: [Gauge] = []
+    private var histograms: [DurationHistogram] = []
+
+    fileprivate init(registry: PrometheusCollectorRegistry, labels: [(String, String)]) {
+        self.registry = registry
+        self.labels = labels
+    }
+
+    public func counter(_ name: String, _ help: String, extra: [(String, String)] = []) -> Counter {
+        let counter = registry.makeCounter(descriptor: .init(metricName: name, unitName: "", helpText: help), labels: labels + extra)
+        counters.append(counter)
+        return counter
+    }
+
+    public func gauge(_ name: String, _ help: String) -> Gauge {
+        let gauge = registry.makeGauge(descriptor: .init(metricName: name, unitName: "", helpText: help), labels: labels)
+        gauges.append(gauge)
+        return gauge
+    }
+
+    public func histogram(_ name: String, _ help: String, buckets: [Duration]) -> DurationHistogram {
+        let histogram = registry.makeDurationHistogram(descriptor: .init(metricName: name, unitName: "", helpText: help), labels: labels, buckets: buckets)
+        histograms.append(histogram)
+        return histogram
+    }
+
+    fileprivate func unregisterAll() {
+        for counter in counters { registry.unregisterCounter(counter) }
+        for gauge in gauges { registry.unregisterGauge(gauge) }
+        for histogram in histograms { registry.unregisterDurationHistogram(histogram) }
+    }
+}
+
+/// One owner's place in the book, held by its group of handles: made with it, given back (and
+/// its series unregistered, when it was the last holder) when the group goes.
+public final class OwnedSeries: Sendable {
+    private let book: SeriesBook
+    private let lease: SeriesBook.Lease
+    private let maker: SeriesMaker
+
+    /// `make` creates the group's handles through the maker it is given.
+    init(book: SeriesBook, registry: PrometheusCollectorRegistry, group: String, scope: String, fixed: [(String, String)], owner: [(String, String)], make: (SeriesMaker) -> Void) {
+        var made: SeriesMaker?
+        self.book = book
+        self.lease = book.acquire(group: group, scope: scope, fixed: fixed, owner: owner) { labels in
+            let maker = SeriesMaker(registry: registry, labels: labels)
+            make(maker)
+            made = maker
+        }
+        self.maker = made!
+    }
+
+    deinit {
+        book.release(lease) { maker.unregisterAll() }
     }
 }

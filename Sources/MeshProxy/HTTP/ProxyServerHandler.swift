@@ -115,11 +115,18 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func headTimedOut(after timeout: Int) {
         guard awaitingHead, let context else { return }
         listener.metrics.headTimeouts.increment()
-        guard headStarted, exchange == nil, queued.isEmpty else {
+        // Nothing more is read; the connection ends.
+        streamBroken = true
+        closing = true
+        if exchange != nil || !queued.isEmpty {
+            // A pipelined head stalled behind a response in progress: that response finishes,
+            // then the connection closes (`closing` drops the queue).
+            return
+        }
+        guard headStarted else {
             context.close(promise: nil)
             return
         }
-        closing = true
         discarding = true
         let error = ProxyError(.requestHeadTimeout, "the request head did not arrive within requestHeadTimeoutMs (\(timeout) ms)")
         listener.router.metrics.requests.increment()
