@@ -9,6 +9,8 @@ import Synchronization
 public final class InetNamer: Sendable {
     /// One endpoint set per name while something uses it (WeakValueCache.swift).
     let cache = WeakValueCache<Path, Watchable<Addr>>()
+    /// Host names resolve here, a few at a time (ResolverQueue.swift).
+    let resolver = ResolverQueue()
 
     public init() {}
 
@@ -49,13 +51,8 @@ public final class InetNamer: Sendable {
                 watchable = Watchable(.bound([Endpoint(host: ip, port: port)]))
             } else {
                 watchable = Watchable(.pending)
-                let host = host
-                DispatchQueue.global().async {
-                    if let ip = HostResolver.resolve(host) {
-                        watchable.set(.bound([Endpoint(host: ip, port: port)]))
-                    } else {
-                        watchable.set(.failed("host \(host) does not resolve"))
-                    }
+                if !resolver.resolve(host, port: port, into: watchable) {
+                    watchable.set(.failed("too many host names are being resolved at once (\(resolver.capacity) waiting)"))
                 }
             }
             return watchable

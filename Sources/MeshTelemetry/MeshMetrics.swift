@@ -69,6 +69,10 @@ public final class MeshMetrics: Sendable {
 
     public var discovery: DiscoveryMetrics { DiscoveryMetrics(registry: registry) }
 
+    public func cacheEvictions(router: String) -> CacheEvictionMetrics {
+        CacheEvictionMetrics(registry: registry, router: router)
+    }
+
     /// The Prometheus text exposition, with `prefix` prepended to every metric name.
     public func prometheusText(prefix: String = "") -> String {
         let text = registry.emitToString()
@@ -204,6 +208,27 @@ public final class ClientEndpointMetrics: Sendable {
             )
         }
         (endpoints, available) = made!
+    }
+}
+
+/// Entries a router's caches let go of to stay within their bounds (`bindingCache`).
+public struct CacheEvictionMetrics: Sendable {
+    public let bindings: Counter
+    public let clients: Counter
+    public let services: Counter
+    public let fastRoutes: Counter
+
+    init(registry: PrometheusCollectorRegistry, router: String) {
+        func counter(_ cache: String) -> Counter {
+            registry.makeCounter(
+                descriptor: .init(metricName: "meshd_router_cache_evictions_total", unitName: "", helpText: "Entries a router's caches evicted to stay within bindingCache, by cache."),
+                labels: [("router", router), ("cache", cache)]
+            )
+        }
+        bindings = counter("bindings")
+        clients = counter("clients")
+        services = counter("services")
+        fastRoutes = counter("fast_routes")
     }
 }
 

@@ -108,7 +108,7 @@ public final class SeriesBook: Sendable {
         folds.withLock { folds in
             if let counter = folds[scope] { return counter }
             let counter = registry.makeCounter(
-                descriptor: .init(metricName: "meshd_metric_series_folded_total", unitName: "", helpText: "Owners (clients, services, endpoints …) whose series were folded into label value 'other' because their scope reached the series limit."),
+                descriptor: .init(metricName: "meshd_metric_series_folded_total", unitName: "", helpText: "Groups of series (a client's, a service's, an endpoint's …) folded into label value 'other' because their scope reached admin.metricSeriesLimit."),
                 labels: [("scope", scope)]
             )
             folds[scope] = counter

@@ -416,3 +416,64 @@ def test_max_connections_applies_back_pressure_to_accept(start_meshd, upstream):
     finally:
         for client in held:
             client.close()
+
+
+# --- caches and metric series ---------------------------------------------------------------------
+
+def test_evicted_clients_and_services_take_their_series_with_them(start_meshd):
+    """With room for 3 clients and 3 names, 20 distinct Host-derived names leave the series of
+    at most 3 clients and 3 services on the metrics page, and the evictions are counted."""
+    meshd = start_meshd("""admin: {ip: 127.0.0.1, port: 0}
+routers:
+- protocol: http
+  dtab: |
+    /inet => /$/inet;
+    /svc => /$/io.buoyant.hostportPfx/inet;
+  bindingCache: {paths: 3, clients: 3}
+  servers:
+  - ip: 127.0.0.1
+    port: 0
+""")
+    with httpx.Client(timeout=10) as client:
+        for index in range(20):
+            # Nothing listens there: each request is refused quickly, its client stays idle.
+            response = client.get(meshd.url(path="/"), headers={"host": f"127.0.1.{index + 1}:9"})
+            assert response.status_code == 502
+    samples = meshd.metrics()
+    clients = {key for key in samples if key.startswith("meshd_client_requests_total{")}
+    services = {key for key in samples if key.startswith("meshd_service_retries_total{")}
+    assert len(clients) <= 3, sorted(clients)
+    assert len(services) <= 3, sorted(services)
+    assert 'client="/$/inet/127.0.1.20/9"' in " ".join(clients)
+    assert samples['meshd_router_cache_evictions_total{router="http",cache="clients"}'] >= 17
+    assert samples['meshd_router_cache_evictions_total{router="http",cache="services"}'] >= 17
+
+
+def test_an_upstream_sending_endless_informational_responses_gets_502(start_meshd):
+    def script(conn):
+        read_request_head(conn)
+        try:
+            for _ in range(200):
+                conn.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+            read_request_head(conn)
+        except OSError:
+            pass
+
+    raw = RawUpstream(script)
+    try:
+        meshd = start_meshd(disco={"raw": raw.disco_line})
+        with RawClient(meshd.router(), timeout=10) as client:
+            client.send(b"GET / HTTP/1.1\r\nHost: raw\r\n\r\n")
+            interim = 0
+            while True:
+                head = client.read_head()
+                assert head is not None, "meshd closed without a final answer"
+                if head[1] == 102:
+                    interim += 1
+                    continue
+                break
+            assert head[1] == 502, head
+            assert interim <= 16
+            assert "informational" in dict((k.lower(), v) for k, v in head[3])["l5d-err"]
+    finally:
+        raw.close()

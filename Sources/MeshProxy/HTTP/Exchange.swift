@@ -86,6 +86,10 @@ final class Exchange: UpstreamResponseReceiver {
     private var status = 0
     /// Retries left when a reused connection turns out to be closed before any response.
     private var staleRetries = 2
+    /// Informational (1xx) responses this attempt has had; an upstream sending endlessly many
+    /// would hold the request forever.
+    private var informational = 0
+    private static let maxInformational = 16
     /// What the final attempt says about its endpoint, for failure accrual: nil says nothing.
     private var endpointSucceeded: Bool?
 
@@ -346,6 +350,11 @@ final class Exchange: UpstreamResponseReceiver {
         guard case .connected(let connection, let upstream) = phase else { return }
         let code = head.status.code
         if code < 200 && code != 101 {
+            informational += 1
+            guard informational <= Self.maxInformational else {
+                upstreamFailed(TooManyInformationalResponses())
+                return
+            }
             // 100 Continue and friends go to HTTP/1.1 clients; there are more heads to come.
             if clientHead.version.minor >= 1 { handler.write(.head(MessageRewriting.informationalResponse(from: head))) }
             return
@@ -646,6 +655,10 @@ enum WallClock {
         clock_gettime(CLOCK_REALTIME, &now)
         return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
     }
+}
+
+struct TooManyInformationalResponses: Error, CustomStringConvertible {
+    var description: String { "the upstream sent more than 16 informational (1xx) responses to one request" }
 }
 
 struct ProtocolSwitchRefused: Error, CustomStringConvertible {

@@ -34,6 +34,8 @@ public final class Router: Sendable {
     /// costs one dictionary lookup instead of naming, delegating and three cache lookups.
     private let fastRoutes = NIOLockedValueBox<[String: FastRoute]>([:])
     private let errorCounters: [ProxyError.Kind: MetricCounter]
+    /// Entries the router's caches let go to stay within their bounds (`bindingCache`).
+    private let evictions: CacheEvictionMetrics
 
     struct BindingKey: Hashable, Sendable {
         let local: Dtab
@@ -74,6 +76,7 @@ public final class Router: Sendable {
             counters[kind] = metrics.proxyError(router: config.label, reason: kind.rawValue)
         }
         self.errorCounters = counters
+        self.evictions = metrics.cacheEvictions(router: config.label)
         self.bindings = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.paths))
         self.clients = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.clients))
         self.services = NIOLockedValueBox(LRUCache(capacity: config.bindingCache.paths))
@@ -85,7 +88,10 @@ public final class Router: Sendable {
             if let existing = cache.get(name) { return existing }
             let params = config.service.params(for: name)
             let state = ServiceState(params: params, metrics: meshMetrics.service(router: label, service: name.description))
-            _ = cache.set(name, state)
+            if let evicted = cache.set(name, state) {
+                evictions.services.increment()
+                evicted.value.markEvicted()
+            }
             return state
         }
     }
@@ -104,14 +110,25 @@ public final class Router: Sendable {
     private var routingEpoch: UInt64 { namers.generation &+ dtabEpoch.value }
 
     /// A route taken before for `token`, if nothing it depends on has changed since.
+    /// A stale one (its client closed, its service evicted) is dropped, so that it does not
+    /// keep them alive; routes never asked for again go when the table is next emptied.
     func fastRoute(_ token: String) -> FastRoute? {
-        guard let route = fastRoutes.withLockedValue({ $0[token] }), route.epoch == routingEpoch, !route.client.isClosed else { return nil }
+        guard let route = fastRoutes.withLockedValue({ $0[token] }) else { return nil }
+        guard route.epoch == routingEpoch, !route.client.isClosed, !route.service.isEvicted else {
+            fastRoutes.withLockedValue { routes in
+                if routes[token] === route { routes[token] = nil }
+            }
+            return nil
+        }
         return route
     }
 
     func remember(_ route: FastRoute, for token: String) {
         fastRoutes.withLockedValue { routes in
-            if routes.count >= config.bindingCache.paths { routes.removeAll(keepingCapacity: true) }
+            if routes.count >= config.bindingCache.paths {
+                evictions.fastRoutes.increment(by: Int64(routes.count))
+                routes.removeAll(keepingCapacity: true)
+            }
             routes[token] = route
         }
     }
@@ -144,7 +161,9 @@ public final class Router: Sendable {
         } catch {
             result = .failure(error)
         }
-        bindings.withLockedValue { _ = $0.set(key, Cached(generation: generation, result: result)) }
+        if bindings.withLockedValue({ $0.set(key, Cached(generation: generation, result: result)) }) != nil {
+            evictions.bindings.increment()
+        }
         return result
     }
 
@@ -242,6 +261,7 @@ public final class Router: Sendable {
             evicted = clients.evictOverflow { $0 !== created && $0.inFlight == 0 }.map(\.value)
             return created
         }
+        if !evicted.isEmpty { evictions.clients.increment(by: Int64(evicted.count)) }
         if winner !== created { created.close() }
         for client in evicted { client.close() }
         return winner

@@ -5,11 +5,20 @@ import MeshConfig
 import MeshCore
 import MeshTelemetry
 import NIOConcurrencyHelpers
+import Synchronization
 
 final class ServiceState: Sendable {
     let params: ServiceParams
     let metrics: ServiceMetrics
     private let budget: NIOLockedValueBox<RetryBudget>
+    /// Set when the router's service cache let this go; a remembered fast route to it is stale.
+    private let evicted = Atomic<Bool>(false)
+
+    var isEvicted: Bool { evicted.load(ordering: .relaxed) }
+
+    func markEvicted() {
+        evicted.store(true, ordering: .relaxed)
+    }
 
     init(params: ServiceParams, metrics: ServiceMetrics) {
         self.params = params
