@@ -306,7 +306,8 @@ enum ContextHeadersTarget {
             headers.add(name: index % 2 == 0 ? "l5d-dtab" : "l5d-ctx-dtab", value: line)
         }
         if case .success(let dtab) = MessageRewriting.localDtab(headers), !dtab.isEmpty {
-            fuzzCheck((try? Dtab.read(dtab.description)) == dtab, "the dtab passed on does not read back")
+            let reread = Result { try Dtab.read(dtab.description) }
+            fuzzCheck((try? reread.get()) == dtab, "the dtab passed on does not read back: \(dtab.description) -> \(reread)")
         }
     }
 }

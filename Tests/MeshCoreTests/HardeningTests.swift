@@ -117,4 +117,14 @@ import Testing
         for time in 0..<40 { sliding.record(success: true, now: UInt64(time)) }
         #expect(sliding.counts(now: 39).total == 20)
     }
+
+    /// Printed dtabs travel to the next hop (`l5d-ctx-dtab`); weights too large or too small for
+    /// plain `description` once printed in exponent notation, which no dtab reader accepts.
+    @Test(arguments: [7.777777777777777e45, 1e-7, 0.000123, 2.5e15, 1e300, 5e-324, 0.25, 3, 1e15 + 0.5])
+    func weightsPrintSoThatTheyReadBack(_ weight: Double) throws {
+        let tree = NameTree<Path>.union([.init(weight: weight, tree: .leaf(Path(segments: ["a"]))), .init(weight: 1, tree: .leaf(Path(segments: ["b"])))])
+        let printed = tree.description
+        #expect(!printed.contains("e"), "\(printed)")
+        #expect(try NameTree<Path>.read(printed) == tree, "\(printed)")
+    }
 }

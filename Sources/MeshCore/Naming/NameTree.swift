@@ -146,9 +146,32 @@ extension NameTree: CustomStringConvertible where Value: CustomStringConvertible
 }
 
 enum NameTreeFormat {
-    /// Weights print without a trailing `.0` when whole (`1`, `0.25`).
+    /// Weights print without a trailing `.0` when whole (`1`, `0.25`), and never in exponent
+    /// notation, which the dtab grammar (Finagle's too) does not read: `1e-07` would make a
+    /// printed dtab — an `l5d-ctx-dtab` passed to the next hop — unreadable (found by fuzzing).
     static func weight(_ value: Double) -> String {
         if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
-        return String(value)
+        return plainDecimal(value)
+    }
+
+    /// The shortest digits that read back as `value`, with the decimal point moved instead of an
+    /// exponent.
+    static func plainDecimal(_ value: Double) -> String {
+        let text = String(value)
+        guard let e = text.firstIndex(where: { $0 == "e" || $0 == "E" }), let exponent = Int(text[text.index(after: e)...]) else { return text }
+        var mantissa = text[..<e]
+        var sign = ""
+        if mantissa.hasPrefix("-") {
+            sign = "-"
+            mantissa = mantissa.dropFirst()
+        }
+        let point = mantissa.firstIndex(of: ".").map { mantissa.distance(from: mantissa.startIndex, to: $0) } ?? mantissa.count
+        var digits = String(mantissa.filter { $0 != "." })
+        while digits.count > 1, digits.last == "0", digits.count > point + exponent { digits.removeLast() }
+        let position = point + exponent
+        if position <= 0 { return sign + "0." + String(repeating: "0", count: -position) + digits }
+        if position >= digits.count { return sign + digits + String(repeating: "0", count: position - digits.count) }
+        let index = digits.index(digits.startIndex, offsetBy: position)
+        return sign + digits[..<index] + "." + digits[index...]
     }
 }
