@@ -71,6 +71,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # helpers for behaviours
     def reply(self, status=200, body=b"", headers=None, chunked=False):
         """`headers`: a dict, or a list of (name, value) pairs for repeated names."""
+        # A request counts as in flight until its response starts (ConnectionTracker.wrap): the
+        # client may send the next one as soon as it has the response, before this thread has
+        # returned from the behaviour.
+        finished, self.on_reply = getattr(self, "on_reply", None), None
+        if finished:
+            finished()
         self.send_response(status)
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         for name, value in pairs:
@@ -481,11 +487,20 @@ class ConnectionTracker:
             open_count = 1 + sum(1 for sock in others if self._peer_open(sock))
             with self.lock:
                 self.max_open_at_request = max(self.max_open_at_request, open_count)
+            done = []
+
+            def finished():
+                if not done:
+                    done.append(True)
+                    with self.lock:
+                        self.in_flight -= 1
+
+            handler.on_reply = finished
             try:
                 behaviour(handler, record)
             finally:
-                with self.lock:
-                    self.in_flight -= 1
+                handler.on_reply = None
+                finished()
         return tracked
 
 
