@@ -3,7 +3,9 @@
 // not one thread per name: at most `workers` run at once, and at most `capacity` wait. A lookup
 // whose endpoint set nobody holds any more by its turn is skipped; past the capacity, the newest
 // is refused at once (its name fails), so that a flood of invented names costs bounded memory and
-// bounded DNS traffic.
+// bounded DNS traffic. A name that fails (it does not resolve, or the queue was full) is tried
+// again after `retryAfter`, for as long as someone holds its endpoint set, so that a transient
+// failure does not stick to a name that is still being routed to.
 
 import Dispatch
 import MeshCore
@@ -23,12 +25,22 @@ final class ResolverQueue: Sendable {
 
     let workers: Int
     let capacity: Int
+    let retryAfter: DispatchTimeInterval
     private let state = NIOLockedValueBox(State())
     private let queue = DispatchQueue(label: "meshd.resolver", attributes: .concurrent)
 
-    init(workers: Int = 4, capacity: Int = 1024) {
+    init(workers: Int = 4, capacity: Int = 1024, retryAfter: DispatchTimeInterval = .seconds(5)) {
         self.workers = workers
         self.capacity = capacity
+        self.retryAfter = retryAfter
+    }
+
+    /// Resolves `host` later, if `target` still lives then (after a failure or a refusal).
+    func retryLater(_ host: String, port: Int, into target: Watchable<Addr>) {
+        queue.asyncAfter(deadline: .now() + retryAfter) { [weak target, self] in
+            guard let target else { return }
+            if !resolve(host, port: port, into: target) { retryLater(host, port: port, into: target) }
+        }
     }
 
     /// Resolves `host` and publishes the endpoint (or the failure) to `target`. False, with
@@ -65,6 +77,7 @@ final class ResolverQueue: Sendable {
                 target.set(.bound([Endpoint(host: address, port: next.port)]))
             } else {
                 target.set(.failed("host \(next.host) does not resolve"))
+                retryLater(next.host, port: next.port, into: target)
             }
         }
     }

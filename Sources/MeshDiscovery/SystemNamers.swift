@@ -53,6 +53,7 @@ public final class InetNamer: Sendable {
                 watchable = Watchable(.pending)
                 if !resolver.resolve(host, port: port, into: watchable) {
                     watchable.set(.failed("too many host names are being resolved at once (\(resolver.capacity) waiting)"))
+                    resolver.retryLater(host, port: port, into: watchable)
                 }
             }
             return watchable

@@ -41,3 +41,23 @@ import Testing
         #expect(gone == nil, "the queue holds its targets weakly")
     }
 }
+
+@Suite struct ResolverRetryTests {
+    /// A name refused (or failed) is tried again while someone holds its endpoint set.
+    @Test func aRefusedNameIsTriedAgainLater() {
+        let queue = ResolverQueue(workers: 1, capacity: 1, retryAfter: .milliseconds(50))
+        let blocker = Watchable<Addr>(.pending)
+        let target = Watchable<Addr>(.pending)
+        let bound = DispatchSemaphore(value: 0)
+        let observation = target.observe { addr in if case .bound = addr { bound.signal() } }
+        // Fill the one waiting place (the worker may or may not have taken it yet), then ask.
+        _ = queue.resolve("localhost", port: 1, into: blocker)
+        if !queue.resolve("localhost", port: 80, into: target) {
+            target.set(.failed("full"))
+            queue.retryLater("localhost", port: 80, into: target)
+        }
+        #expect(bound.wait(timeout: .now() + 10) == .success)
+        _ = observation
+        _ = blocker
+    }
+}

@@ -85,4 +85,25 @@ import Testing
         #expect(derivedSet == nil, "nobody uses the derived set, so it must be gone")
         original.set(.bound([Endpoint(host: "10.0.0.3", port: 80)]))
     }
+
+    /// A derived set keeps its original alive: the original of a `/$/inet` name is otherwise
+    /// held by nobody once bound, and its host-name lookup would be skipped.
+    @Test func aDerivedSetKeepsItsOriginalAlive() {
+        let transformers = NameTransformers([.port(4141)])
+        weak var originalSet: Watchable<Addr>?
+        var derivedSet: Watchable<Addr>?
+        do {
+            let original = Watchable<Addr>(.pending)
+            originalSet = original
+            let bound = BoundName(id: Path(segments: ["$", "inet", "web.internal", "80"]), residual: .empty, addr: original)
+            if case .leaf(let derived)? = try? transformers.apply(.leaf(bound), bindConcrete: { _ throws(DelegationError) in .neg }) {
+                derivedSet = derived.addr
+            }
+        }
+        #expect(originalSet != nil, "the original went while its derived set lives")
+        originalSet?.set(.bound([Endpoint(host: "10.0.0.9", port: 80)]))
+        #expect(derivedSet?.value.endpoints == [Endpoint(host: "10.0.0.9", port: 4141)])
+        derivedSet = nil
+        #expect(originalSet == nil)
+    }
 }

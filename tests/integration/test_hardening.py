@@ -477,3 +477,74 @@ def test_an_upstream_sending_endless_informational_responses_gets_502(start_mesh
             assert "informational" in dict((k.lower(), v) for k, v in head[3])["l5d-err"]
     finally:
         raw.close()
+
+
+def test_a_client_gone_before_its_pipelined_requests_gets_none_of_them_sent(start_meshd):
+    """The client pipelines a slow GET and a POST, then goes away while the GET is upstream:
+    the POST must never be sent (once it was, for nobody, and the exchange outlived its
+    connection)."""
+    upstream = Upstream()
+    arrived, finish = threading.Event(), threading.Event()
+
+    def slow(handler, record):
+        arrived.set()
+        finish.wait(10)
+        handler.reply(200, b"late")
+
+    upstream.on("/slow", slow)
+    try:
+        meshd = start_meshd(disco={"web": upstream.disco_line})
+        client = RawClient(meshd.router(), timeout=10)
+        client.send(b"GET /slow HTTP/1.1\r\nHost: web\r\n\r\nPOST /pay HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\n\r\nhi")
+        assert arrived.wait(10)
+        client.close()
+        finish.set()
+        # A bounded wait for something that must not happen; then meshd must still serve.
+        time.sleep(1.0)
+        assert [record["path"] for record in upstream.requests] == ["/slow"]
+        assert_alive(meshd)
+        assert httpx.get(meshd.url(path="/after"), headers={"host": "web"}, timeout=10).status_code == 200
+    finally:
+        finish.set()
+        upstream.close()
+
+
+def test_a_head_stalled_behind_a_response_lets_the_whole_requests_before_it_be_answered(start_meshd):
+    upstream = Upstream()
+    arrived, finish = threading.Event(), threading.Event()
+
+    def slow(handler, record):
+        arrived.set()
+        finish.wait(10)
+        handler.reply(200, b"slow")
+
+    upstream.on("/slow", slow)
+    try:
+        meshd = start_meshd(simple_config(extra_server="    requestHeadTimeoutMs: 300\n"), disco={"web": upstream.disco_line})
+        with RawClient(meshd.router(), timeout=10) as client:
+            client.send(b"GET /slow HTTP/1.1\r\nHost: web\r\n\r\nGET /second HTTP/1.1\r\nHost: web\r\n\r\n")
+            assert arrived.wait(10)
+            # The third head starts and stalls; its timer runs out while /slow is still upstream.
+            # (Sent apart: the first bytes of a head that arrive in the same read as the end of
+            # the request before it start no clock; serverSession.idleTimeMs bounds that case.)
+            client.send(b"GET /third HTTP/1.1\r\nHost: w")
+            assert wait_until(lambda: meshd.metrics().get('meshd_server_request_head_timeouts_total{router="http",server="127.0.0.1:0"}', 0) >= 1)
+            finish.set()
+            first, second, third = client.read_response(), client.read_response(), client.read_response()
+            assert (first.status, first.body) == (200, b"slow")
+            assert second.status == 200 and b'"/second"' in second.body, second
+            assert third.status == 408, third
+            assert client.wait_closed(5)[0]
+    finally:
+        finish.set()
+        upstream.close()
+
+
+def test_union_weights_adding_up_past_the_largest_double_do_not_kill_meshd(proxied):
+    meshd, upstream, _ = proxied
+    huge = "1" + "0" * 307
+    dtab = f"/svc/web=>{huge}*/$/inet/127.0.0.1/{upstream.port} & {huge}*/$/inet/127.0.0.1/{upstream.port}"
+    for _ in range(5):
+        response = httpx.get(meshd.url(path="/w"), headers={"host": "web", "l5d-dtab": dtab}, timeout=10)
+        assert response.status_code == 200, response.headers.get("l5d-err")
+    assert_alive(meshd)

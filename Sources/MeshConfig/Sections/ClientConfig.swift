@@ -68,7 +68,10 @@ public struct SessionConfig: Sendable, Hashable, JSONRepresentable {
     /// Closed (after the request in progress) once this old, in ms, 1–2,147,483,647. Default: never.
     public var lifeTimeMs: Int?
 
-    public init() {}
+    public init(idleTimeMs: Int? = nil, lifeTimeMs: Int? = nil) {
+        self.idleTimeMs = idleTimeMs
+        self.lifeTimeMs = lifeTimeMs
+    }
 
     static func read(_ node: ConfigNode) -> SessionConfig {
         var config = SessionConfig()

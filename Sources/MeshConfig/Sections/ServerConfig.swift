@@ -19,7 +19,11 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
     /// this, in ms, 1–3,600,000. Default: none (nil).
     public var timeoutMs: Int?
     /// Client connections: closed after `idleTimeMs` without a request, and after `lifeTimeMs`.
-    public var serverSession = SessionConfig()
+    /// On a listener, `idleTimeMs` defaults to 60,000 (meshd's default; Linkerd has none): an
+    /// idle keep-alive connection holds one of the listener's `maxConnections` places, so it
+    /// cannot hold it forever.
+    public var serverSession = SessionConfig(idleTimeMs: ServerConfig.defaultIdleTimeMs)
+    public static let defaultIdleTimeMs = 60_000
     /// A client must send a whole request head within this, in ms, 1–3,600,000, counted from
     /// the connection's start for its first request and from the first byte of each later one
     /// (HAProxy's `timeout http-request`); a slow one gets 408 and is closed. Default 10,000.
@@ -43,7 +47,10 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         config.clearContext = m.bool("clearContext") ?? false
         config.maxCallDepth = m.int("maxCallDepth", in: 1...10_000) ?? config.maxCallDepth
         config.timeoutMs = m.int("timeoutMs", in: 1...3_600_000)
-        if let session = m.optional("serverSession") { config.serverSession = SessionConfig.read(session) }
+        if let session = m.optional("serverSession") {
+            config.serverSession = SessionConfig.read(session)
+            if config.serverSession.idleTimeMs == nil { config.serverSession.idleTimeMs = Self.defaultIdleTimeMs }
+        }
         config.requestHeadTimeoutMs = m.int("requestHeadTimeoutMs", in: 1...3_600_000) ?? config.requestHeadTimeoutMs
         config.maxConnections = m.int("maxConnections", in: 1...1_000_000) ?? config.maxConnections
         m.accepted(["label"])

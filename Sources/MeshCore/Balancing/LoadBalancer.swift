@@ -194,7 +194,7 @@ public struct LoadBalancer: Sendable {
             return weightClass.weight * Double(usable)
         }
         let total = shares.reduce(0, +)
-        guard total > 0 else { return classes.flatMap(\.members) }
+        guard total > 0, total.isFinite else { return classes.flatMap(\.members) }
         var target = Double.random(in: 0..<total, using: &random)
         for (index, weightClass) in classes.enumerated() {
             target -= shares[index]

@@ -244,6 +244,7 @@ final class Exchange: UpstreamResponseReceiver {
         }
         upstream.attach(self)
         phase = .connected(connection, upstream)
+        informational = 0
         upstream.send(.head(attemptHead()))
         for part in body[sentParts...] { upstream.send(.body(.byteBuffer(part))) }
         sentParts = body.count

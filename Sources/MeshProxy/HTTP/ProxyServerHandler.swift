@@ -117,18 +117,19 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         listener.metrics.headTimeouts.increment()
         // Nothing more is read; the connection ends.
         streamBroken = true
-        closing = true
+        let error = ProxyError(.requestHeadTimeout, "the request head did not arrive within requestHeadTimeoutMs (\(timeout) ms)")
         if exchange != nil || !queued.isEmpty {
-            // A pipelined head stalled behind a response in progress: that response finishes,
-            // then the connection closes (`closing` drops the queue).
+            // A pipelined head stalled behind a response in progress: the requests before it
+            // get their responses, then this one its 408, in its turn.
+            queued.append(.malformed(error))
             return
         }
+        closing = true
         guard headStarted else {
             context.close(promise: nil)
             return
         }
         discarding = true
-        let error = ProxyError(.requestHeadTimeout, "the request head did not arrive within requestHeadTimeoutMs (\(timeout) ms)")
         listener.router.metrics.requests.increment()
         listener.router.countError(error)
         respond(error, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
@@ -136,7 +137,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Closes the connection after `serverSession.idleTimeMs` without a request.
     private func armIdleTimer() {
-        guard let idleTime = listener.config.serverSession.idleTimeMs, let context else { return }
+        guard let idleTime = listener.config.serverSession.idleTimeMs, let context, context.channel.isActive else { return }
         idleTimer?.cancel()
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(idleTime))) { [self] in
             if exchange == nil && !discarding { self.context?.close(promise: nil) }
@@ -144,16 +145,23 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // The client is gone: nothing queued may be started for it (a pipelined POST would be
+        // sent upstream for nobody), and nothing may be read or timed any more. This comes
+        // first, because ending the exchange below drains the queue and re-arms timers.
+        closing = true
+        streamBroken = true
+        queued.removeAll()
+        queuedBytes = 0
+        listener.metrics.connectionsOpen.decrement()
+        listener.connectionClosed(context.channel)
+        exchange?.downstreamClosed()
+        exchange = nil
         idleTimer?.cancel()
         lifeTimer?.cancel()
         headTimer?.cancel()
         idleTimer = nil
         lifeTimer = nil
         headTimer = nil
-        listener.metrics.connectionsOpen.decrement()
-        listener.connectionClosed(context.channel)
-        exchange?.downstreamClosed()
-        exchange = nil
         context.fireChannelInactive()
     }
 

@@ -67,6 +67,9 @@ final class NameTransformers: Sendable {
             let watchable = Watchable<Addr>(transform(bound.addr.value))
             let observation = bound.addr.observe { [weak watchable] addr in watchable?.set(transform(addr)) }
             watchable.keepAlive(observation)
+            // The original too: nothing else may hold it (a `/$/inet` set is held weakly, and
+            // its lookup only while someone holds it), and it must live to feed this one.
+            watchable.keepAlive(bound.addr)
             return watchable
         }
         return BoundName(id: id, residual: bound.residual, addr: addr)

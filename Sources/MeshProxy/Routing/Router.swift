@@ -230,13 +230,16 @@ public final class Router: Sendable {
     private func choose(_ tree: NameTree<BoundName>, random: inout SplitMix64) -> NameTree<BoundName> {
         switch tree {
         case .union(let weighted):
-            let total = weighted.reduce(0.0) { $0 + max(0, $1.weight) }
-            guard total > 0 else {
+            // Weights can come from a request's dtab: each is finite, but their sum may not be.
+            let largest = weighted.reduce(0.0) { max($0, $1.weight) }
+            let scale = largest > 1 ? largest : 1
+            let total = weighted.reduce(0.0) { $0 + max(0, $1.weight / scale) }
+            guard total > 0, total.isFinite else {
                 return choose(weighted[Int.random(in: 0..<weighted.count, using: &random)].tree, random: &random)
             }
             var target = Double.random(in: 0..<total, using: &random)
             for item in weighted {
-                target -= max(0, item.weight)
+                target -= max(0, item.weight / scale)
                 if target < 0 { return choose(item.tree, random: &random) }
             }
             return choose(weighted[weighted.count - 1].tree, random: &random)
