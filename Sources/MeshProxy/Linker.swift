@@ -186,20 +186,6 @@ public final class Linker: Sendable {
     }
 }
 
-enum BindErrorText {
-    static func describe(_ error: any Error) -> String {
-        if let io = error as? IOError {
-            switch io.errnoCode {
-            case EADDRINUSE: return "the address is already in use (another process, or another listener in this config)"
-            case EACCES: return "permission denied (ports below 1024 need privileges)"
-            case EADDRNOTAVAIL: return "the address is not available on this host"
-            default: return "\(io)"
-            }
-        }
-        return "\(error)"
-    }
-}
-
 /// `127.0.0.1:4140` or `[::1]:4140`.
 public enum AddressText {
     public static func describe(_ address: SocketAddress) -> String {

@@ -327,29 +327,3 @@ final class EndpointPool: Sendable {
         }
     }
 }
-
-enum ConnectErrorText {
-    static func isTimeout(_ error: any Error) -> Bool {
-        if let channelError = error as? ChannelError, case .connectTimeout = channelError { return true }
-        if let io = error as? IOError, io.errnoCode == ETIMEDOUT { return true }
-        if let multiple = error as? NIOConnectionError { return multiple.connectionErrors.contains { isTimeout($0.error) } }
-        return false
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if let io = error as? IOError {
-            switch io.errnoCode {
-            case ECONNREFUSED: return "connection refused"
-            case ETIMEDOUT: return "connection timed out"
-            case EHOSTUNREACH: return "host unreachable"
-            case ENETUNREACH: return "network unreachable"
-            default: return "\(io)"
-            }
-        }
-        if error is ChannelError, case .connectTimeout = error as! ChannelError { return "connection timed out" }
-        if let multiple = error as? NIOConnectionError, let first = multiple.connectionErrors.first {
-            return describe(first.error)
-        }
-        return "\(error)"
-    }
-}

@@ -130,9 +130,18 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         discarding = true
-        listener.router.metrics.requests.increment()
-        listener.router.countError(error)
-        respond(error, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
+        answerUnread(error)
+    }
+
+    /// Answers a request whose head could not be read (malformed, or too slow); the connection
+    /// closes after the answer.
+    private func answerUnread(_ error: ProxyError) {
+        let router = listener.router
+        let start = NIODeadline.now().uptimeNanoseconds
+        router.metrics.requests.increment()
+        respond(error, version: .http1_1, keepAlive: false)
+        let record = RequestRecord(router: router, request: nil, startedAt: start, endedAt: NIODeadline.now().uptimeNanoseconds, status: Int(error.status.code), error: error)
+        router.requestCompleted(record, random: &random)
     }
 
     /// Closes the connection after `serverSession.idleTimeMs` without a request.
@@ -293,9 +302,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // Answered: the connection closes once the answer is written (`endResponse`).
             if exchange.abort(respondingWith: error) { return }
         } else if !discarding {
-            listener.router.metrics.requests.increment()
-            listener.router.countError(error)
-            respond(error, version: .http1_1, keepAlive: false, start: NIODeadline.now().uptimeNanoseconds)
+            answerUnread(error)
             return
         }
         context.close(promise: nil)
@@ -393,7 +400,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // The fast path: a name seen before, with nothing it depends on changed since.
         let token = localDtab.isEmpty ? router.identifier.fastKey(routedHead) : nil
         if let token, let cached = router.fastRoute(token) {
-            forward(routedHead, target: target, framing: framing, facts: facts, route: cached, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start)
+            forward(routedHead, target: target, framing: framing, facts: facts, route: cached, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start, router: router)
             return
         }
         let identification: Identification
@@ -410,14 +417,14 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .success(let (bound, client, epoch)):
             let route = router.makeFastRoute(name: identification.name, bound: bound, client: client, epoch: epoch ?? 0)
             if let token, epoch != nil, identification.uri == nil { router.remember(route, for: token) }
-            forward(routedHead, target: identification.uri ?? target, framing: framing, facts: facts, route: route, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start)
+            forward(routedHead, target: identification.uri ?? target, framing: framing, facts: facts, route: route, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start, router: router)
         }
     }
 
     /// Hands a routed request to a new exchange.
     private func forward(
         _ routedHead: HTTPRequestHead, target: String, framing: HeaderRules.RequestFraming, facts: HeaderFacts, route: FastRoute, localDtab: Dtab,
-        callerDeadline: Deadline?, head: HTTPRequestHead, start: UInt64
+        callerDeadline: Deadline?, head: HTTPRequestHead, start: UInt64, router: Router
     ) {
         let upstreamHead = MessageRewriting.upstreamRequest(
             from: routedHead, target: target, framing: framing, facts: facts, route: route, localDtab: localDtab,
@@ -425,7 +432,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         )
         route.client.touch(now: start)
         let exchange = Exchange(
-            handler: self, clientHead: head, upstreamHead: upstreamHead, framing: framing, expectsContinue: facts.contains(.expect), client: route.client,
+            handler: self, router: router, clientHead: head, upstreamHead: upstreamHead, framing: framing, expectsContinue: facts.contains(.expect), client: route.client,
             route: (route.name, localDtab), service: route.service, callerDeadline: callerDeadline, start: start
         )
         self.exchange = exchange
@@ -435,26 +442,17 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Answers a request meshd will not forward, and drops its body.
     private func reject(_ error: ProxyError, head: HTTPRequestHead, start: UInt64, counted: Bool) {
         if counted { listener.requestFinished() }
-        listener.router.countError(error)
         // A client waiting for 100 Continue will not send its body: close instead of waiting for it.
         if head.headers.contains(name: "expect"), Exchange.expectsContinue(head) { closing = true }
         discarding = true
-        respond(error, version: head.version, keepAlive: head.isKeepAlive && !closing, start: start)
-        sampleRecent(head, status: Int(error.status.code), elapsed: Int64(NIODeadline.now().uptimeNanoseconds &- start))
-    }
-
-    /// Keeps a sample of finished requests for `io.l5d.recentRequests`.
-    func sampleRecent(_ head: HTTPRequestHead, status: Int, elapsed: Int64, client: String = "", endpoint: String = "") {
-        guard let recent = listener.router.recentRequests, recent.shouldSample(&random) else { return }
-        recent.record(RecentRequests.Entry(
-            uptimeNanos: NIODeadline.now().uptimeNanoseconds, router: listener.router.label, method: head.method.rawValue,
-            uri: head.uri, host: head.headers.first(name: "host") ?? "", status: status, durationNanos: elapsed,
-            client: client, endpoint: endpoint
-        ))
+        respond(error, version: head.version, keepAlive: head.isKeepAlive && !closing)
+        let router = listener.router
+        let record = RequestRecord(router: router, request: head, startedAt: start, endedAt: NIODeadline.now().uptimeNanoseconds, status: Int(error.status.code), error: error)
+        router.requestCompleted(record, random: &random)
     }
 
     /// Writes a response made by meshd: status, `l5d-err`, and the reason as a one-line body.
-    func respond(_ error: ProxyError, version: HTTPVersion, keepAlive: Bool, start: UInt64) {
+    func respond(_ error: ProxyError, version: HTTPVersion, keepAlive: Bool) {
         guard let context else { return }
         let body = error.message + "\n"
         var headers = HTTPHeaders()
@@ -471,8 +469,6 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let head = HTTPResponseHead(version: version.minor == 0 ? .http1_0 : .http1_1, status: error.status, headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-        let router = listener.router
-        router.metrics.responded(status: Int(error.status.code), nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds &- start))
         endResponse(context: context)
     }
 
@@ -519,34 +515,5 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func abortConnection() {
         closing = true
         context?.close(promise: nil)
-    }
-}
-
-/// What the HTTP/1.1 decoder's errors mean for the client.
-enum DecoderErrorText {
-    static func proxyError(for error: any Error) -> ProxyError {
-        if let parser = error as? HTTPParserError {
-            switch parser {
-            case .headerOverflow:
-                return ProxyError(.headersTooLarge, "request head is too large")
-            case .invalidHeaderToken:
-                return ProxyError(.badRequest, "malformed header (invalid character, obs-fold or bad name)")
-            case .unexpectedContentLength, .invalidContentLength:
-                return ProxyError(.badRequest, "invalid or conflicting Content-Length")
-            case .invalidChunkSize:
-                return ProxyError(.badRequest, "invalid chunk size in a chunked body")
-            case .invalidMethod:
-                return ProxyError(.badRequest, "invalid method")
-            case .invalidURL:
-                return ProxyError(.badRequest, "invalid request target")
-            case .invalidVersion:
-                return ProxyError(.badRequest, "unsupported HTTP version")
-            case .lfExpected, .strictModeAssertion:
-                return ProxyError(.badRequest, "malformed request (bare CR or missing LF)")
-            default:
-                return ProxyError(.badRequest, "malformed request: \(parser)")
-            }
-        }
-        return ProxyError(.badRequest, "malformed request: \(error)")
     }
 }
