@@ -5,9 +5,9 @@
 //   MeshCore      <- pure policy and vocabulary; stdlib + swift-collections only
 //   MeshConfig    <- MeshCore, Yams
 //   MeshTelemetry <- MeshCore, swift-log, swift-metrics, swift-prometheus
-//   MeshDiscovery <- MeshCore, NIO
+//   MeshDiscovery <- MeshCore, MeshTelemetry, NIO
 //   MeshProxy     <- MeshCore, MeshConfig, MeshDiscovery, MeshTelemetry, NIO
-//   MeshAdmin     <- MeshProxy (snapshots), MeshTelemetry, MeshConfig
+//   MeshAdmin     <- MeshProxy (snapshots), MeshDiscovery, MeshTelemetry, MeshConfig
 //   meshd         <- everything (command line, wiring, lifecycle)
 import PackageDescription
 
@@ -56,7 +56,7 @@ let package = Package(
         ),
         .target(
             name: "MeshDiscovery",
-            dependencies: ["MeshCore", "MeshConfig", "MeshTelemetry", .product(name: "Logging", package: "swift-log")] + nio
+            dependencies: ["MeshCore", "MeshTelemetry", .product(name: "Logging", package: "swift-log")] + nio
         ),
         .target(
             name: "MeshProxy",
@@ -64,15 +64,13 @@ let package = Package(
                 "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + nio
         ),
         .target(
             name: "MeshAdmin",
             dependencies: [
-                "MeshCore", "MeshConfig", "MeshProxy", "MeshTelemetry",
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshProxy", "MeshTelemetry",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + nio
         ),
         .executableTarget(

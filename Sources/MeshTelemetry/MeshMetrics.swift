@@ -143,12 +143,17 @@ public final class ServiceMetrics: Sendable {
     public let budgetExhausted: Counter
     /// Retryable failures not retried because the request had had `maxRetries` retries.
     public let retriesLimited: Counter
-    private let timeouts: [String: Counter]
+    /// The kinds of `meshd_service_timeouts_total`.
+    public enum TimeoutKind: String, CaseIterable, Sendable {
+        case total, attempt, deadline, connect
+    }
+
+    private let timeouts: [TimeoutKind: Counter]
     private let owned: OwnedSeries
 
     init(book: SeriesBook, registry: PrometheusCollectorRegistry, fixed: [(String, String)], owner: [(String, String)]) {
         var made: [Counter] = []
-        var timeouts: [String: Counter] = [:]
+        var timeouts: [TimeoutKind: Counter] = [:]
         owned = OwnedSeries(book: book, registry: registry, group: "service", scope: "service", fixed: fixed, owner: owner) { series in
             let outcomes = "Requests per logical name by the response class of their final answer."
             made = [
@@ -159,16 +164,15 @@ public final class ServiceMetrics: Sendable {
                 series.counter("meshd_service_retry_budget_exhausted_total", "Retries and requeues refused because the budget was empty."),
                 series.counter("meshd_service_retries_limited_total", "Retryable failures not retried because the request had used its maxRetries."),
             ]
-            for kind in ["total", "attempt", "deadline", "connect"] {
-                timeouts[kind] = series.counter("meshd_service_timeouts_total", "Timeouts per logical name, by kind (total, attempt, deadline, connect).", extra: [("kind", kind)])
+            for kind in TimeoutKind.allCases {
+                timeouts[kind] = series.counter("meshd_service_timeouts_total", "Timeouts per logical name, by kind (total, attempt, deadline, connect).", extra: [("kind", kind.rawValue)])
             }
         }
         (successes, failures, retries, requeues, budgetExhausted, retriesLimited) = (made[0], made[1], made[2], made[3], made[4], made[5])
         self.timeouts = timeouts
     }
 
-    /// `kind`: total, attempt, deadline or connect.
-    public func timedOut(_ kind: String) {
+    public func timedOut(_ kind: TimeoutKind) {
         timeouts[kind]?.increment()
     }
 }

@@ -5,19 +5,6 @@
 import NIOCore
 import NIOHTTP1
 
-/// The side of an exchange that consumes an upstream response. Loop-confined.
-protocol UpstreamResponseReceiver: AnyObject {
-    func upstreamReceived(head: HTTPResponseHead)
-    func upstreamReceived(body: ByteBuffer)
-    func upstreamReceived(end: HTTPHeaders?)
-    /// The end of a batch of reads: the moment to flush what was forwarded.
-    func upstreamReadComplete()
-    func upstreamFailed(_ error: any Error)
-    func upstreamWritabilityChanged(isWritable: Bool)
-    /// Whether the client can take more bytes; reads from the upstream wait while it cannot.
-    var downstreamIsWritable: Bool { get }
-}
-
 final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = HTTPClientRequestPart

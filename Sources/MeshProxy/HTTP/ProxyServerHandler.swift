@@ -16,7 +16,7 @@ import MeshTelemetry
 import NIOCore
 import NIOHTTP1
 
-final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, Downstream {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -27,6 +27,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var random: SplitMix64
     private(set) var context: ChannelHandlerContext?
     private var exchange: Exchange?
+    /// The exchange holding one of the listener's `maxConcurrentRequests` slots.
+    private var slotHolder: ObjectIdentifier?
+    /// The response being written: the client's version and method, whether the connection may
+    /// carry another request after it, and the listener's `clearContext`.
+    private var response: (version: HTTPVersion, method: HTTPMethod, keepAlive: Bool, clearContext: Bool) = (.http1_1, .GET, true, false)
+    private let dispatcher: RequestDispatcher
     /// Dropping the rest of a request that was already answered.
     private var discarding = false
     private var readPending = false
@@ -61,6 +67,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(listener: ListenerContext, encoder: ResponseEncoder) {
         self.listener = listener
+        self.dispatcher = RequestDispatcher(listener: listener)
         self.encoder = encoder
         var seed = SystemRandomNumberGenerator()
         self.random = SplitMix64(seed: seed.next())
@@ -330,113 +337,18 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func startRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let start = NIODeadline.now().uptimeNanoseconds
         idleTimer?.cancel()
-        let router = listener.router
-        router.metrics.requests.increment()
-        guard listener.tryStartRequest() else {
-            reject(ProxyError(.tooManyRequests, "listener \(listener.config.address) is serving its maxConcurrentRequests (\(listener.config.maxConcurrentRequests ?? 0))", retryable: true), head: head, start: start, counted: false)
-            return
+        switch dispatcher.dispatch(head, start: start, random: &random) {
+        case .rejected(let error, let closeConnection, let holdsSlot):
+            if closeConnection { closing = true }
+            reject(error, head: head, start: start, counted: holdsSlot)
+        case .routed(let request):
+            if request.closeAfter { closing = true }
+            response = (head.version, head.method, head.isKeepAlive, request.clearContext)
+            let exchange = Exchange(request, downstream: self)
+            self.exchange = exchange
+            slotHolder = ObjectIdentifier(exchange)
+            exchange.start()
         }
-        let framing: HeaderRules.RequestFraming
-        var facts: HeaderFacts
-        switch RequestValidator.validate(head, limits: listener.limits) {
-        case .failure(let error):
-            // The head cannot be trusted to frame what follows: answer and close.
-            closing = true
-            reject(error, head: head, start: start, counted: true)
-            return
-        case .success(let validated):
-            (framing, facts) = validated
-        }
-        if facts.contains(.expect), let error = RequestValidator.unmetExpectation(head) {
-            reject(error, head: head, start: start, counted: true)
-            return
-        }
-        if head.method == .CONNECT {
-            // A response to CONNECT has no framed body (NIO's encoder drops it): end it by closing.
-            closing = true
-            reject(ProxyError(.unsupportedMethod, "CONNECT is not supported; send plain HTTP requests (http_proxy) to meshd"), head: head, start: start, counted: true)
-            return
-        }
-        if facts.contains(.upgrade) {
-            // Protocol upgrades (WebSocket) are not proxied yet: the request goes on as plain HTTP
-            // without its Upgrade header, and since the decoder stops reading HTTP after an
-            // upgrade request, the connection ends with the response.
-            closing = true
-        }
-        var routedHead = head
-        var target = head.uri
-        if let absolute = MessageRewriting.absoluteForm(head.uri) {
-            target = absolute.target
-            routedHead.headers.replaceOrAdd(name: "host", value: absolute.authority)
-        }
-        if listener.config.clearContext, facts.contains(.l5d) {
-            MessageRewriting.removeL5dHeaders(&routedHead.headers)
-            facts.subtract([.l5d, .dtab, .deadline])
-        }
-        var localDtab = Dtab.empty
-        if facts.contains(.dtab) {
-            switch MessageRewriting.localDtab(routedHead.headers) {
-            case .failure(let error):
-                reject(error, head: head, start: start, counted: true)
-                return
-            case .success(let dtab):
-                localDtab = dtab
-            }
-        }
-        let callerDeadline: Deadline?
-        switch facts.contains(.deadline) ? Deadline.read(routedHead.headers[canonicalForm: "l5d-ctx-deadline"].map(String.init)) : .success(nil) {
-        case .failure(let error):
-            reject(ProxyError(.badRequest, error.description), head: head, start: start, counted: true)
-            return
-        case .success(let deadline):
-            callerDeadline = deadline
-            if let overdue = deadline?.overdue(now: WallClock.nanoseconds()) {
-                // Past its deadline already: refused without contacting anyone.
-                reject(ProxyError(.deadlineExceeded, "the request's l5d-ctx-deadline passed \(overdue / 1_000_000) ms ago"), head: head, start: start, counted: true)
-                return
-            }
-        }
-        if facts.contains(.deadline) { routedHead.headers.remove(name: "l5d-ctx-deadline") }
-        // The fast path: a name seen before, with nothing it depends on changed since.
-        let token = localDtab.isEmpty ? router.identifier.fastKey(routedHead) : nil
-        if let token, let cached = router.fastRoute(token) {
-            forward(routedHead, target: target, framing: framing, facts: facts, route: cached, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start, router: router)
-            return
-        }
-        let identification: Identification
-        switch router.identifier.identify(routedHead, uri: target) {
-        case .failure(let error):
-            reject(error, head: head, start: start, counted: true)
-            return
-        case .success(let identified):
-            identification = identified
-        }
-        switch router.route(identification.name, local: localDtab, random: &random) {
-        case .failure(let error):
-            reject(error, head: head, start: start, counted: true)
-        case .success(let (bound, client, epoch)):
-            let route = router.makeFastRoute(name: identification.name, bound: bound, client: client, epoch: epoch ?? 0)
-            if let token, epoch != nil, identification.uri == nil { router.remember(route, for: token) }
-            forward(routedHead, target: identification.uri ?? target, framing: framing, facts: facts, route: route, localDtab: localDtab, callerDeadline: callerDeadline, head: head, start: start, router: router)
-        }
-    }
-
-    /// Hands a routed request to a new exchange.
-    private func forward(
-        _ routedHead: HTTPRequestHead, target: String, framing: HeaderRules.RequestFraming, facts: HeaderFacts, route: FastRoute, localDtab: Dtab,
-        callerDeadline: Deadline?, head: HTTPRequestHead, start: UInt64, router: Router
-    ) {
-        let upstreamHead = MessageRewriting.upstreamRequest(
-            from: routedHead, target: target, framing: framing, facts: facts, route: route, localDtab: localDtab,
-            requestID: MessageRewriting.requestID(&random)
-        )
-        route.client.touch(now: start)
-        let exchange = Exchange(
-            handler: self, router: router, clientHead: head, upstreamHead: upstreamHead, framing: framing, expectsContinue: facts.contains(.expect), client: route.client,
-            route: (route.name, localDtab), service: route.service, callerDeadline: callerDeadline, start: start
-        )
-        self.exchange = exchange
-        exchange.start()
     }
 
     /// Answers a request meshd will not forward, and drops its body.
@@ -472,9 +384,51 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         endResponse(context: context)
     }
 
-    // MARK: used by the exchange
+    // MARK: Downstream (used by the exchange)
 
-    func write(_ part: HTTPServerResponsePart) {
+    var eventLoop: any EventLoop { context!.eventLoop }
+
+    func forwardInformational(_ head: HTTPResponseHead) {
+        // 100 Continue and friends go to HTTP/1.1 clients only.
+        guard response.version.minor >= 1 else { return }
+        write(.head(MessageRewriting.informationalResponse(from: head)))
+    }
+
+    func forwardHead(_ head: HTTPResponseHead, responseClass: ResponseClass, clientMayStillSendBody: Bool) {
+        if response.version.minor == 0 {
+            // HTTP/1.0 has no chunked framing: a body of unknown length ends with the connection.
+            let framedByLength = head.headers.contains(name: "content-length") || !head.status.mayHaveResponseBody || response.method == .HEAD
+            if !framedByLength { response.keepAlive = false }
+        }
+        if closing || clientMayStillSendBody { response.keepAlive = false }
+        let rewritten = MessageRewriting.downstreamResponse(
+            from: head, clientVersion: response.version, keepAlive: response.keepAlive, clearContext: response.clearContext, responseClass: responseClass
+        )
+        write(.head(rewritten))
+    }
+
+    func forwardBody(_ body: ByteBuffer) {
+        write(.body(.byteBuffer(body)))
+    }
+
+    func endResponse(trailers: HTTPHeaders?) {
+        guard let context else { return }
+        if !response.keepAlive { closing = true }
+        endResponse(context: context, trailers: trailers)
+    }
+
+    func respond(_ error: ProxyError, clientMayStillSendBody: Bool) {
+        if clientMayStillSendBody { response.keepAlive = false }
+        respond(error, version: response.version, keepAlive: response.keepAlive && !closing)
+    }
+
+    /// Breaks the connection: the response cannot be completed properly.
+    func abort() {
+        closing = true
+        context?.close(promise: nil)
+    }
+
+    private func write(_ part: HTTPServerResponsePart) {
         context?.write(wrapOutboundOut(part), promise: nil)
     }
 
@@ -485,10 +439,14 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
     /// The exchange ended; the response is complete (or abandoned).
-    func exchangeFinished(_ finished: Exchange, closeConnection: Bool, requestEnded: Bool) {
+    func exchangeFinished(_ finished: Exchange, requestEnded: Bool) {
+        if slotHolder == ObjectIdentifier(finished) {
+            slotHolder = nil
+            listener.requestFinished()
+        }
         guard exchange === finished else { return }
         exchange = nil
-        if closeConnection { closing = true }
+        if !response.keepAlive { closing = true }
         if !requestEnded { discarding = true }
         armIdleTimer()
         drainQueue()
@@ -505,15 +463,5 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
         }
-    }
-
-    func markClosing() {
-        closing = true
-    }
-
-    /// Breaks the connection: the response cannot be completed properly.
-    func abortConnection() {
-        closing = true
-        context?.close(promise: nil)
     }
 }

@@ -31,7 +31,7 @@ final class Exchange: UpstreamResponseReceiver {
     typealias Machine = ExchangeStateMachine<ByteBuffer, ExchangeBudgetsAdapter>
     typealias Step = ExchangeStep<ByteBuffer>
 
-    private unowned let handler: ProxyServerHandler
+    private unowned let downstream: any Downstream
     private let router: Router
     private let clientHead: HTTPRequestHead
     private let upstreamHead: HTTPRequestHead
@@ -43,43 +43,41 @@ final class Exchange: UpstreamResponseReceiver {
     private let callerDeadline: Deadline?
     private var machine: Machine
     private var trailers: HTTPHeaders?
-    private var keepAliveDownstream: Bool
 
     // What the current attempt holds.
     private var endpoint: Endpoint?
     private var entry: BoundClient.Entry?
     private var lease: (pool: EndpointPool, waiter: Int)?
-    private var connection: (connection: PooledConnection, upstream: UpstreamHandler, pool: EndpointPool)?
+    private var connection: (connection: PooledConnection, upstream: any UpstreamConnection, pool: EndpointPool)?
     /// The one timer, and the time it was set for.
     private var timer: Scheduled<Void>?
     private var timerAt: UInt64?
 
-    init(
-        handler: ProxyServerHandler, router: Router, clientHead: HTTPRequestHead, upstreamHead: HTTPRequestHead, framing: HeaderRules.RequestFraming,
-        expectsContinue: Bool, client: BoundClient, route: (Path, Dtab), service: ServiceState, callerDeadline: Deadline?, start: UInt64
-    ) {
-        self.handler = handler
-        self.router = router
-        self.clientHead = clientHead
-        self.upstreamHead = upstreamHead
+    init(_ request: RoutedRequest, downstream: any Downstream) {
+        self.downstream = downstream
+        self.router = request.router
+        self.clientHead = request.clientHead
+        self.upstreamHead = request.upstreamHead
+        let client = request.route.client
         self.client = client
-        self.route = route
+        self.route = (request.route.name, request.localDtab)
+        let service = request.route.service
         self.service = service
-        self.callerDeadline = callerDeadline
-        self.keepAliveDownstream = clientHead.isKeepAlive
+        self.callerDeadline = request.callerDeadline
         let params = service.params
+        let clientHead = request.clientHead
         let policy = ExchangePolicy(
             deadline: ExchangeDeadline.earliest(
-                start: start, totalTimeoutMs: params.totalTimeoutMs, listenerTimeoutMs: handler.listener.config.timeoutMs,
-                callerRemaining: callerDeadline?.remaining(now: WallClock.nanoseconds())
+                start: request.start, totalTimeoutMs: params.totalTimeoutMs, listenerTimeoutMs: request.listenerTimeoutMs,
+                callerRemaining: request.callerDeadline?.remaining(now: WallClock.nanoseconds())
             ),
             attemptTimeout: client.params.requestAttemptTimeoutMs.map { UInt64(max($0, 0)) &* 1_000_000 },
-            bindingTimeout: UInt64(max(router.config.bindingTimeoutMs, 0)) &* 1_000_000,
+            bindingTimeout: UInt64(max(request.router.config.bindingTimeoutMs, 0)) &* 1_000_000,
             maxRetries: params.retries.maxRetries, retryBufferBytes: params.retryBufferBytes, backoff: Backoff(params.retries.backoff),
             classifier: params.responseClassifier, method: clientHead.method.rawValue, idempotent: clientHead.method.isIdempotent,
-            declaresBody: framing != .none, expectsContinue: expectsContinue && Self.expectsContinue(clientHead)
+            declaresBody: request.framing != .none, expectsContinue: request.expectsContinue && Self.expectsContinue(clientHead)
         )
-        self.machine = Machine(policy: policy, budgets: ExchangeBudgetsAdapter(service: service, client: client), startedAt: start, seed: handler.random.next())
+        self.machine = Machine(policy: policy, budgets: ExchangeBudgetsAdapter(service: service, client: client), startedAt: request.start, seed: downstream.random.next())
     }
 
     /// Whether the client waits for 100 Continue before sending its body.
@@ -87,7 +85,7 @@ final class Exchange: UpstreamResponseReceiver {
         head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
-    private var eventLoop: any EventLoop { handler.context!.eventLoop }
+    private var eventLoop: any EventLoop { downstream.eventLoop }
     private var now: UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     var requestEnded: Bool { machine.requestEnded }
@@ -113,10 +111,10 @@ final class Exchange: UpstreamResponseReceiver {
 
     private func count(_ counters: ExchangeCounters) {
         let metrics = service.metrics
-        if counters.contains(.connectTimedOut) { metrics.timedOut("connect") }
-        if counters.contains(.attemptTimedOut) { metrics.timedOut("attempt") }
-        if counters.contains(.totalTimedOut) { metrics.timedOut("total") }
-        if counters.contains(.deadlineExceeded) { metrics.timedOut("deadline") }
+        if counters.contains(.connectTimedOut) { metrics.timedOut(.connect) }
+        if counters.contains(.attemptTimedOut) { metrics.timedOut(.attempt) }
+        if counters.contains(.totalTimedOut) { metrics.timedOut(.total) }
+        if counters.contains(.deadlineExceeded) { metrics.timedOut(.deadline) }
         if counters.contains(.requeued) { metrics.requeues.increment() }
         if counters.contains(.requeueRefused) { metrics.budgetExhausted.increment() }
         if counters.contains(.retriesLimited) { metrics.retriesLimited.increment() }
@@ -129,8 +127,8 @@ final class Exchange: UpstreamResponseReceiver {
         timer?.cancel()
         timer = nil
         timerAt = wanted
-        guard let wanted, let context = handler.context else { return }
-        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: NIODeadline.uptimeNanoseconds(wanted)) { [self] in
+        guard let wanted else { return }
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: NIODeadline.uptimeNanoseconds(wanted)) { [self] in
             timer = nil
             timerAt = nil
             let at = now
@@ -173,7 +171,7 @@ final class Exchange: UpstreamResponseReceiver {
             for part in parts { upstream.send(.body(.byteBuffer(part))) }
             if end { upstream.send(.end(trailers)) }
             upstream.flush()
-            handler.resumeReads()
+            downstream.resumeReads()
         case .sendBody(let part):
             connection?.upstream.send(.body(.byteBuffer(part)))
         case .sendEnd:
@@ -182,22 +180,19 @@ final class Exchange: UpstreamResponseReceiver {
             upstream.flush()
         case .forwardInformational:
             // 100 Continue and friends go to HTTP/1.1 clients; there are more heads to come.
-            if let response, clientHead.version.minor >= 1 { handler.write(.head(MessageRewriting.informationalResponse(from: response))) }
+            if let response { downstream.forwardInformational(response) }
         case .forwardHead(let responseClass):
             guard let response else { return }
-            forward(response, responseClass: responseClass)
+            downstream.forwardHead(response, responseClass: responseClass, clientMayStillSendBody: machine.clientMayStillSendBody)
         case .endResponse:
-            guard let context = handler.context else { return complete(status: machine.summary.status ?? 0, error: nil, now: now) }
-            if !keepAliveDownstream { handler.markClosing() }
-            handler.endResponse(context: context, trailers: end)
+            downstream.endResponse(trailers: end)
             complete(status: machine.summary.status ?? 0, error: nil, now: now)
         case .respond(let failure):
             let error = proxyError(for: failure, now: now)
-            if machine.clientMayStillSendBody { keepAliveDownstream = false }
-            handler.respond(error, version: clientHead.version, keepAlive: keepAliveDownstream && !handler.closing)
+            downstream.respond(error, clientMayStillSendBody: machine.clientMayStillSendBody)
             complete(status: Int(error.status.code), error: error, now: now)
         case .abortDownstream:
-            handler.abortConnection()
+            downstream.abort()
             complete(status: machine.summary.status ?? 0, error: nil, now: now)
         case .abandon:
             complete(status: machine.summary.status ?? 0, error: nil, now: now)
@@ -269,21 +264,6 @@ final class Exchange: UpstreamResponseReceiver {
         return head
     }
 
-    private func forward(_ head: HTTPResponseHead, responseClass: ResponseClass) {
-        if clientHead.version.minor == 0 {
-            // HTTP/1.0 has no chunked framing: a body of unknown length ends with the connection.
-            let framedByLength = head.headers.contains(name: "content-length") || !head.status.mayHaveResponseBody || clientHead.method == .HEAD
-            if !framedByLength { keepAliveDownstream = false }
-        }
-        if handler.closing { keepAliveDownstream = false }
-        if machine.clientMayStillSendBody { keepAliveDownstream = false }
-        let response = MessageRewriting.downstreamResponse(
-            from: head, clientVersion: clientHead.version, keepAlive: keepAliveDownstream, clearContext: handler.listener.config.clearContext,
-            responseClass: responseClass
-        )
-        handler.write(.head(response))
-    }
-
     /// What meshd answers for a failure of the machine's.
     private func proxyError(for failure: ExchangeFailure, now: UInt64) -> ProxyError {
         let upstreamName = endpoint.map(\.description)
@@ -318,7 +298,7 @@ final class Exchange: UpstreamResponseReceiver {
     func requestEnd(_ trailers: HTTPHeaders?) {
         if machine.isFinished {
             // Answered before the request was complete; the rest was dropped.
-            handler.exchangeFinished(self, closeConnection: !keepAliveDownstream, requestEnded: true)
+            downstream.exchangeFinished(self, requestEnded: true)
             return
         }
         self.trailers = trailers
@@ -352,7 +332,7 @@ final class Exchange: UpstreamResponseReceiver {
 
     // MARK: the response (UpstreamResponseReceiver)
 
-    var downstreamIsWritable: Bool { handler.isWritable }
+    var downstreamIsWritable: Bool { downstream.isWritable }
 
     func upstreamReceived(head: HTTPResponseHead) {
         let at = now
@@ -363,7 +343,7 @@ final class Exchange: UpstreamResponseReceiver {
     }
 
     func upstreamReceived(body: ByteBuffer) {
-        if machine.responseBody(byteCount: body.readableBytes) { handler.write(.body(.byteBuffer(body))) }
+        if machine.responseBody(byteCount: body.readableBytes) { downstream.forwardBody(body) }
     }
 
     func upstreamReceived(end: HTTPHeaders?) {
@@ -372,11 +352,11 @@ final class Exchange: UpstreamResponseReceiver {
     }
 
     func upstreamReadComplete() {
-        handler.flush()
+        downstream.flush()
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        if isWritable { handler.resumeReads() }
+        if isWritable { downstream.resumeReads() }
     }
 
     func upstreamFailed(_ error: any Error) {
@@ -389,13 +369,12 @@ final class Exchange: UpstreamResponseReceiver {
 
     /// The request is done: its listener slot goes back and its record is emitted, once.
     private func complete(status: Int, error: ProxyError?, now: UInt64) {
-        handler.listener.requestFinished()
         let record = RequestRecord(
             router: router, request: clientHead, startedAt: machine.startedAt, endedAt: now, status: status, error: error,
             summary: machine.summary, client: client, service: service, entry: entry, endpoint: endpoint
         )
-        router.requestCompleted(record, random: &handler.random)
-        handler.exchangeFinished(self, closeConnection: !keepAliveDownstream, requestEnded: machine.requestEnded)
+        router.requestCompleted(record, random: &downstream.random)
+        downstream.exchangeFinished(self, requestEnded: machine.requestEnded)
     }
 }
 
