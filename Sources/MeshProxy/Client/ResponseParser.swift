@@ -341,7 +341,8 @@ struct ResponseParser {
             return nil
         }
         guard let end = found else {
-            if input.readableBytes > limit { throw HTTPParserError.headerOverflow }
+            // Not yet whole: a block of `limit` bytes may have the CR of its blank line after it.
+            if input.readableBytes > limit + 1 { throw HTTPParserError.headerOverflow }
             return nil
         }
         guard end <= limit else { throw HTTPParserError.headerOverflow }
@@ -352,12 +353,15 @@ struct ResponseParser {
 
     /// Takes one line through its CRLF, without it; nil if it has not all arrived.
     private mutating func takeLine(_ input: inout ByteBuffer, limit: Int) throws -> ByteBuffer? {
+        // The same limit whether the line arrived whole or in parts: at most `limit` bytes
+        // before its CRLF.
         guard let newline = input.readableBytesView.firstIndex(of: 0x0A) else {
-            if input.readableBytes > limit { throw HTTPParserError.invalidChunkSize }
+            if input.readableBytes > limit + 1 { throw HTTPParserError.invalidChunkSize }
             return nil
         }
         let length = newline - input.readerIndex
         guard length >= 1, input.getInteger(at: newline - 1, as: UInt8.self) == 0x0D else { throw HTTPParserError.lfExpected }
+        guard length - 1 <= limit else { throw HTTPParserError.invalidChunkSize }
         let line = input.readSlice(length: length - 1)!
         input.moveReaderIndex(forwardBy: 2)
         return line
