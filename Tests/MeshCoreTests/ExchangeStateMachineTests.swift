@@ -240,6 +240,9 @@ import Testing
         let chosen = ExchangeDeadline.earliest(start: 0, totalTimeoutMs: 500, listenerTimeoutMs: 300, callerRemaining: 400 * Self.ms)
         #expect(chosen?.at == 300 * Self.ms && chosen?.description == "the listener's timeout of 300 ms")
         #expect(ExchangeDeadline.earliest(start: 0, totalTimeoutMs: nil, listenerTimeoutMs: nil, callerRemaining: nil) == nil)
+        // A huge timeout from the config saturates instead of wrapping to a short one.
+        #expect(ExchangeDeadline.earliest(start: 0, totalTimeoutMs: Int.max, listenerTimeoutMs: nil, callerRemaining: nil)?.at == .max)
+        #expect(UInt64(milliseconds: -5) == 0 && UInt64(milliseconds: 7) == 7_000_000)
     }
 
     // MARK: attempts

@@ -71,8 +71,8 @@ final class Exchange: UpstreamResponseReceiver {
                 start: request.start, totalTimeoutMs: params.totalTimeoutMs, listenerTimeoutMs: request.listenerTimeoutMs,
                 callerRemaining: request.callerDeadline?.remaining(now: WallClock.nanoseconds())
             ),
-            attemptTimeout: client.params.requestAttemptTimeoutMs.map { UInt64(max($0, 0)) &* 1_000_000 },
-            bindingTimeout: UInt64(max(request.router.config.bindingTimeoutMs, 0)) &* 1_000_000,
+            attemptTimeout: client.params.requestAttemptTimeoutMs.map { UInt64(milliseconds: $0) },
+            bindingTimeout: UInt64(milliseconds: request.router.config.bindingTimeoutMs),
             maxRetries: params.retries.maxRetries, retryBufferBytes: params.retryBufferBytes, backoff: Backoff(params.retries.backoff),
             classifier: params.responseClassifier, method: clientHead.method.rawValue, idempotent: clientHead.method.isIdempotent,
             declaresBody: request.framing != .none, expectsContinue: request.expectsContinue && Self.expectsContinue(clientHead)
