@@ -6,8 +6,11 @@
 //   MeshConfig    <- MeshCore, Yams
 //   MeshTelemetry <- MeshCore, swift-log, swift-metrics, swift-prometheus
 //   MeshDiscovery <- MeshCore, MeshTelemetry, NIO
-//   MeshProxy     <- MeshCore, MeshConfig, MeshDiscovery, MeshTelemetry, NIO
-//   MeshAdmin     <- MeshProxy (snapshots), MeshDiscovery, MeshTelemetry, MeshConfig
+//   MeshRouting   <- MeshCore, MeshConfig, MeshDiscovery, MeshTelemetry, NIO: routers, clients
+//                    and pools, and the protocol-neutral request path (dispatch, exchange)
+//   MeshHTTP1     <- MeshRouting, NIOHTTP1, NIOExtras: the HTTP/1.1 codec and connections
+//   MeshProxy     <- MeshRouting, MeshHTTP1, ...: the data plane wired from a config (Linker)
+//   MeshAdmin     <- MeshProxy, MeshRouting (snapshots), MeshDiscovery, MeshTelemetry, MeshConfig
 //   meshd         <- everything (command line, wiring, lifecycle)
 import PackageDescription
 
@@ -59,24 +62,37 @@ let package = Package(
             dependencies: ["MeshCore", "MeshTelemetry", .product(name: "Logging", package: "swift-log")] + nio
         ),
         .target(
-            name: "MeshProxy",
+            name: "MeshRouting",
             dependencies: [
                 "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry",
                 .product(name: "Logging", package: "swift-log"),
+            ] + nio
+        ),
+        .target(
+            name: "MeshHTTP1",
+            dependencies: [
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting",
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
+            ] + nio
+        ),
+        .target(
+            name: "MeshProxy",
+            dependencies: [
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting", "MeshHTTP1",
+                .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
         .target(
             name: "MeshAdmin",
             dependencies: [
-                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshProxy", "MeshTelemetry",
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshProxy", "MeshRouting", "MeshTelemetry",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
         .executableTarget(
             name: "meshd",
             dependencies: [
-                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshProxy", "MeshAdmin",
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting", "MeshProxy", "MeshAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -89,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "MeshFuzz",
             dependencies: [
-                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshProxy",
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting", "MeshHTTP1",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ] + nio
         ),
@@ -102,7 +118,8 @@ let package = Package(
         .testTarget(name: "MeshConfigTests", dependencies: ["MeshConfig", "MeshCore"]),
         .testTarget(name: "MeshTelemetryTests", dependencies: ["MeshTelemetry", "MeshCore"]),
         .testTarget(name: "MeshProxyTests", dependencies: [
-            "MeshProxy", "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshTestSupport",
+            "MeshProxy", "MeshRouting", "MeshHTTP1", "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshTestSupport",
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ] + nio),
         .testTarget(name: "MeshDiscoveryTests", dependencies: [
             "MeshDiscovery", "MeshCore", "MeshTelemetry", "MeshTestSupport", .product(name: "Logging", package: "swift-log"),

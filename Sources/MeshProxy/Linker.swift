@@ -8,6 +8,8 @@ import Logging
 import MeshConfig
 import MeshCore
 import MeshDiscovery
+import MeshHTTP1
+import MeshRouting
 import MeshTelemetry
 import NIOConcurrencyHelpers
 import NIOCore
@@ -58,7 +60,7 @@ public final class Linker: Sendable {
             recent = RecentRequests(sampleRate: rate, capacity: capacity)
         }
         self.recentRequests = recent
-        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics, recentRequests: recent, logger: logger) }
+        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics, upstream: HTTP1Upstream(), recentRequests: recent, logger: logger) }
         self.routers = routers
         var dtabWatchers: [DirectoryWatcher] = []
         for router in routers {

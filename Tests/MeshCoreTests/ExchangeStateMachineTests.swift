@@ -179,13 +179,13 @@ import Testing
     }
 
     @Test func aDeadlinePassedAlreadyIsAnsweredAtOnce() {
-        let deadline = ExchangeDeadline(at: 1_000 * Self.ms, kind: .caller, description: "the request's l5d-ctx-deadline")
+        let deadline = ExchangeDeadline(at: 1_000 * Self.ms, source: .caller)
         var m = Self.machine(Self.policy(deadline: deadline))
         #expect(Self.render(m.start(now: 1_000 * Self.ms, bindingPending: false)) == "deadlineExceeded | respond(deadline caller after 0 ms)")
     }
 
     @Test func theDeadlineCancelsTheAttemptInFlight() {
-        let deadline = ExchangeDeadline(at: 1_500 * Self.ms, kind: .total, description: "the total timeout of 500 ms")
+        let deadline = ExchangeDeadline(at: 1_500 * Self.ms, source: .totalTimeout(ms: 500))
         var m = Self.machine(Self.policy(deadline: deadline, attemptTimeoutMs: 2_000))
         Self.connected(&m)
         // The earlier of the deadline and the attempt's timeout.
@@ -194,7 +194,7 @@ import Testing
     }
 
     @Test func theDeadlineCancelsALeaseAndABackoff() {
-        let deadline = ExchangeDeadline(at: 1_500 * Self.ms, kind: .caller, description: "")
+        let deadline = ExchangeDeadline(at: 1_500 * Self.ms, source: .caller)
         var m = Self.machine(Self.policy(deadline: deadline))
         _ = m.start(now: 1_000 * Self.ms, bindingPending: false)
         _ = m.picked(Self.a, probe: false, now: 1_000 * Self.ms)
@@ -209,7 +209,7 @@ import Testing
     }
 
     @Test func theDeadlineStopsMatteringOnceTheResponseBegins() {
-        let deadline = ExchangeDeadline(at: 1_500 * Self.ms, kind: .total, description: "")
+        let deadline = ExchangeDeadline(at: 1_500 * Self.ms, source: .totalTimeout(ms: 100))
         var m = Self.machine(Self.policy(deadline: deadline))
         Self.connected(&m)
         _ = m.responseHead(status: 200, upstreamSaysRetryable: false, now: 1_100 * Self.ms)
@@ -220,7 +220,7 @@ import Testing
     }
 
     @Test func theNextHopIsToldTheEarliestLimit() {
-        let deadline = ExchangeDeadline(at: 1_800 * Self.ms, kind: .caller, description: "")
+        let deadline = ExchangeDeadline(at: 1_800 * Self.ms, source: .caller)
         var m = Self.machine(Self.policy(deadline: deadline, attemptTimeoutMs: 300))
         _ = m.start(now: 1_000 * Self.ms, bindingPending: false)
         _ = m.picked(Self.a, probe: false, now: 1_000 * Self.ms)
@@ -392,7 +392,7 @@ import Testing
     }
 
     @Test func noRetryPastTheDeadline() {
-        let deadline = ExchangeDeadline(at: 1_100 * Self.ms, kind: .total, description: "")
+        let deadline = ExchangeDeadline(at: 1_100 * Self.ms, source: .totalTimeout(ms: 100))
         var m = Self.machine(Self.policy(deadline: deadline))
         Self.connected(&m)
         #expect(Self.render(m.responseHead(status: 503, upstreamSaysRetryable: false, now: 1_100 * Self.ms)) == "forwardHead(failure(retryable: true))")

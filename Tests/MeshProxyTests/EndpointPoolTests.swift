@@ -1,4 +1,6 @@
+@testable import MeshHTTP1
 @testable import MeshProxy
+@testable import MeshRouting
 import MeshCore
 import MeshTelemetry
 import NIOCore
@@ -18,6 +20,7 @@ import Testing
     static func pool(port: Int, idleTime: TimeAmount) throws -> EndpointPool {
         try EndpointPool(
             endpoint: Endpoint(host: "127.0.0.1", port: port),
+            upstream: HTTP1Upstream(),
             limits: .init(minSize: 0, maxSize: 4, maxWaiters: 4),
             idleTime: idleTime, connectTimeout: .seconds(5),
             metrics: MeshMetrics().pool(router: "test", client: "/c", endpoint: "127.0.0.1:\(port)")

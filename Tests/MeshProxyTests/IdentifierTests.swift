@@ -1,4 +1,6 @@
+@testable import MeshHTTP1
 @testable import MeshProxy
+@testable import MeshRouting
 import MeshConfig
 import MeshCore
 import NIOHTTP1

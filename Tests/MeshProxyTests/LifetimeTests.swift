@@ -1,6 +1,8 @@
 @testable import MeshConfig
 @testable import MeshDiscovery
+@testable import MeshHTTP1
 @testable import MeshProxy
+@testable import MeshRouting
 import MeshCore
 import MeshTelemetry
 import NIOCore
@@ -16,7 +18,7 @@ import Testing
         var routerConfig = RouterConfig()
         routerConfig.servers = [server]
         let metrics = MeshMetrics()
-        let router = Router(config: routerConfig, namers: NamerSet(configured: []), metrics: metrics)
+        let router = Router(config: routerConfig, namers: NamerSet(configured: []), metrics: metrics, upstream: HTTP1Upstream())
         return ListenerContext(
             router: router, config: server,
             limits: RequestLimits(maxInitialLineBytes: 4096, maxHeaderBytes: 8192, maxCallDepth: 10),

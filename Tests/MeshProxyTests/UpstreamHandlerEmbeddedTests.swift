@@ -1,4 +1,6 @@
+@testable import MeshHTTP1
 @testable import MeshProxy
+@testable import MeshRouting
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -26,6 +28,23 @@ import Testing
         #expect(handler.reusable)
         #expect(handler.exchanges == 1)
         #expect(channel.isActive)
+    }
+
+    /// Parts handed to the encoder directly come out as the same bytes as parts sent through
+    /// the pipeline, chunked bodies and trailers included.
+    @Test func theDirectEncoderPathWritesWhatThePipelineWould() throws {
+        var outputs: [String] = []
+        for direct in [true, false] {
+            let (channel, handler) = try connection(direct: direct)
+            handler.attach(Receiver(handler))
+            handler.send(.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/u", headers: ["host": "h", "transfer-encoding": "chunked"])))
+            handler.send(.body(.byteBuffer(ByteBuffer(string: "abc"))))
+            handler.send(.end(["x-t": "1"]))
+            handler.flush()
+            outputs.append(try written(channel))
+        }
+        #expect(outputs[0] == "POST /u HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n")
+        #expect(outputs[0] == outputs[1])
     }
 
     @Test func aChunkedResponseEndsWithItsTrailers() throws {
@@ -244,12 +263,18 @@ import Testing
     // MARK: helpers
 
     /// A connected channel with the request encoder and the handler, and `before` ahead of them.
-    func connection(before: (any ChannelHandler)? = nil) throws -> (EmbeddedChannel, UpstreamHandler) {
+    /// A connection set up as the pool sets one up (`HTTP1Upstream`: the handler writes to its
+    /// encoder directly), or with `direct: false` an `UpstreamHandler` that writes through the
+    /// pipeline.
+    func connection(before: (any ChannelHandler)? = nil, direct: Bool = true) throws -> (EmbeddedChannel, UpstreamHandler) {
         let channel = EmbeddedChannel()
-        let handler = UpstreamHandler()
-        var handlers: [any ChannelHandler] = before.map { [$0] } ?? []
-        handlers += [RequestEncoder(), handler]
-        try channel.pipeline.syncOperations.addHandlers(handlers)
+        if let before { try channel.pipeline.syncOperations.addHandler(before) }
+        if direct {
+            try HTTP1Upstream().configure(channel)
+        } else {
+            try channel.pipeline.syncOperations.addHandlers([RequestEncoder(), UpstreamHandler()])
+        }
+        let handler = try #require(HTTP1Upstream().connection(of: channel) as? UpstreamHandler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 80)).wait()
         return (channel, handler)
     }

@@ -25,15 +25,34 @@ public struct ExchangeDeadline: Sendable, Hashable {
         case caller
     }
 
-    public var at: UInt64
-    public var kind: Kind
-    /// Which limit, for the answer: "the total timeout of 500 ms".
-    public var description: String
+    /// Which limit it is. A plain value: the words for an answer are only made when one is
+    /// given (building them for every request cost a string per request).
+    public enum Source: Sendable, Hashable {
+        case totalTimeout(ms: Int)
+        case listenerTimeout(ms: Int)
+        case caller
+    }
 
-    public init(at: UInt64, kind: Kind, description: String) {
+    public var at: UInt64
+    public var source: Source
+
+    public init(at: UInt64, source: Source) {
         self.at = at
-        self.kind = kind
-        self.description = description
+        self.source = source
+    }
+
+    public var kind: Kind {
+        if case .caller = source { return .caller }
+        return .total
+    }
+
+    /// Which limit, for the answer: "the total timeout of 500 ms".
+    public var description: String {
+        switch source {
+        case .totalTimeout(let ms): return "the total timeout of \(ms) ms"
+        case .listenerTimeout(let ms): return "the listener's timeout of \(ms) ms"
+        case .caller: return "the request's l5d-ctx-deadline"
+        }
     }
 
     /// The earliest of the limits that apply to a request that started at `start`.
@@ -44,13 +63,13 @@ public struct ExchangeDeadline: Sendable, Hashable {
             if earliest == nil || candidate.at < earliest!.at { earliest = candidate }
         }
         if let total = totalTimeoutMs {
-            consider(ExchangeDeadline(at: start.saturatingAdding(UInt64(milliseconds: total)), kind: .total, description: "the total timeout of \(total) ms"))
+            consider(ExchangeDeadline(at: start.saturatingAdding(UInt64(milliseconds: total)), source: .totalTimeout(ms: total)))
         }
         if let listener = listenerTimeoutMs {
-            consider(ExchangeDeadline(at: start.saturatingAdding(UInt64(milliseconds: listener)), kind: .total, description: "the listener's timeout of \(listener) ms"))
+            consider(ExchangeDeadline(at: start.saturatingAdding(UInt64(milliseconds: listener)), source: .listenerTimeout(ms: listener)))
         }
         if let callerRemaining {
-            consider(ExchangeDeadline(at: start.saturatingAdding(callerRemaining), kind: .caller, description: "the request's l5d-ctx-deadline"))
+            consider(ExchangeDeadline(at: start.saturatingAdding(callerRemaining), source: .caller))
         }
         return earliest
     }

@@ -15,7 +15,6 @@ import MeshCore
 import MeshTelemetry
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 final class EndpointPool: Sendable {
@@ -64,10 +63,13 @@ final class EndpointPool: Sendable {
     /// Connections older than this are closed when they come back instead of being reused.
     private let lifeTime: TimeAmount?
     private let metrics: PoolMetrics
+    /// How its connections speak.
+    private let upstream: any UpstreamProtocol
     private let state: NIOLockedValueBox<State>
 
-    init(endpoint: Endpoint, limits: Machine.Limits, idleTime: TimeAmount?, connectTimeout: TimeAmount, lifeTime: TimeAmount? = nil, metrics: PoolMetrics) throws {
+    init(endpoint: Endpoint, upstream: any UpstreamProtocol, limits: Machine.Limits, idleTime: TimeAmount?, connectTimeout: TimeAmount, lifeTime: TimeAmount? = nil, metrics: PoolMetrics) throws {
         self.endpoint = endpoint
+        self.upstream = upstream
         self.socketAddress = try SocketAddress(ipAddress: endpoint.host, port: endpoint.port)
         self.idleTime = idleTime
         self.connectTimeout = connectTimeout
@@ -251,11 +253,8 @@ final class EndpointPool: Sendable {
         ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(connectTimeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    // meshd's request encoder; UpstreamHandler parses the responses itself.
-                    try channel.pipeline.syncOperations.addHandlers([RequestEncoder(), UpstreamHandler()])
-                }
+            .channelInitializer { [upstream] channel in
+                channel.eventLoop.makeCompletedFuture { try upstream.configure(channel) }
             }
             .connect(to: socketAddress)
             .whenComplete { [self] result in
@@ -273,7 +272,7 @@ final class EndpointPool: Sendable {
     }
 
     private func established(_ channel: any Channel, for waiterID: Int) {
-        guard let handler = try? channel.pipeline.syncOperations.handler(type: UpstreamHandler.self) else {
+        guard let handler = upstream.connection(of: channel) else {
             channel.close(promise: nil)
             let effects = withState({ state in state.machine.connectFailed(for: waiterID) }, error: ProxyError(.connectFailed, "connection to \(endpoint) closed at once"))
             perform(effects)

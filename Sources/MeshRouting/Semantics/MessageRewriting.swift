@@ -6,7 +6,7 @@ import MeshCore
 import MeshDiscovery
 import NIOHTTP1
 
-enum MessageRewriting {
+package enum MessageRewriting {
     /// Splits an absolute-form target (`http://host:port/path?q`, as `http_proxy` clients send)
     /// into its authority and origin-form target. Nil for origin-form targets.
     static func absoluteForm(_ uri: String) -> (authority: String, target: String)? {
@@ -80,7 +80,7 @@ enum MessageRewriting {
 
     /// The response to send to the client. `responseClass`: what the service's classifier said,
     /// reported in `l5d-success-class` and `l5d-retryable` (except on `clearContext` listeners).
-    static func downstreamResponse(
+    package static func downstreamResponse(
         from head: HTTPResponseHead, clientVersion: HTTPVersion, keepAlive: Bool, clearContext: Bool, responseClass: ResponseClass
     ) -> HTTPResponseHead {
         var headers = head.headers
@@ -108,7 +108,7 @@ enum MessageRewriting {
     }
 
     /// A 1xx response passed on to the client.
-    static func informationalResponse(from head: HTTPResponseHead) -> HTTPResponseHead {
+    package static func informationalResponse(from head: HTTPResponseHead) -> HTTPResponseHead {
         var headers = head.headers
         HeaderRules.removeHopByHop(&headers)
         return HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)

@@ -5,14 +5,15 @@
 // at once and busy ones after their response.
 
 import MeshConfig
+import MeshRouting
 import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
 
-final class HTTPListener: Sendable {
-    let context: ListenerContext
-    let channel: any Channel
+package final class HTTPListener: Sendable {
+    package let context: ListenerContext
+    package let channel: any Channel
     private let quiescing: ServerQuiescingHelper
 
     private init(context: ListenerContext, channel: any Channel, quiescing: ServerQuiescingHelper) {
@@ -22,9 +23,9 @@ final class HTTPListener: Sendable {
     }
 
     /// The address actually bound (the port is chosen by the system for port 0).
-    var boundAddress: SocketAddress? { channel.localAddress }
+    package var boundAddress: SocketAddress? { channel.localAddress }
 
-    static func bind(context: ListenerContext, group: any EventLoopGroup) async throws -> HTTPListener {
+    package static func bind(context: ListenerContext, group: any EventLoopGroup) async throws -> HTTPListener {
         let quiescing = ServerQuiescingHelper(group: group)
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         // Exact limits are checked on the decoded head (414 vs 431); these only bound memory.
@@ -62,7 +63,7 @@ final class HTTPListener: Sendable {
     }
 
     /// Stops accepting; completes when every connection has closed.
-    func quiesce() -> EventLoopFuture<Void> {
+    package func quiesce() -> EventLoopFuture<Void> {
         let promise = channel.eventLoop.makePromise(of: Void.self)
         quiescing.initiateShutdown(promise: promise)
         return promise.futureResult

@@ -9,7 +9,7 @@ import NIOCore
 import NIOHTTP1
 
 /// A request ready for its exchange.
-struct RoutedRequest {
+package struct RoutedRequest {
     let router: Router
     /// The request as the client sent it.
     let clientHead: HTTPRequestHead
@@ -27,13 +27,13 @@ struct RoutedRequest {
     /// The listener's `timeoutMs`.
     let listenerTimeoutMs: Int?
     /// The listener's `clearContext`: `l5d-*` headers are stripped from responses too.
-    let clearContext: Bool
+    package let clearContext: Bool
     /// The client's connection ends with this response (an Upgrade the proxy does not follow).
-    let closeAfter: Bool
+    package let closeAfter: Bool
 }
 
 /// What becomes of a request head.
-enum Dispatch {
+package enum Dispatch {
     case routed(RoutedRequest)
     /// meshd answers itself. `closeConnection`: nothing after this request can be trusted (the
     /// head could not frame what follows, or the method has no framed response). `holdsSlot`:
@@ -41,11 +41,15 @@ enum Dispatch {
     case rejected(ProxyError, closeConnection: Bool, holdsSlot: Bool)
 }
 
-struct RequestDispatcher {
+package struct RequestDispatcher {
     let listener: ListenerContext
 
+    package init(listener: ListenerContext) {
+        self.listener = listener
+    }
+
     /// Decides the fate of one request head (counted as a request of the router).
-    func dispatch(_ head: HTTPRequestHead, start: UInt64, random: inout SplitMix64) -> Dispatch {
+    package func dispatch(_ head: HTTPRequestHead, start: UInt64, random: inout SplitMix64) -> Dispatch {
         let router = listener.router
         router.metrics.requests.increment()
         guard listener.tryStartRequest() else {

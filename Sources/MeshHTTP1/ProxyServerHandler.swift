@@ -12,6 +12,7 @@
 
 import MeshCore
 import MeshDiscovery
+import MeshRouting
 import MeshTelemetry
 import NIOCore
 import NIOHTTP1
@@ -24,6 +25,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     let listener: ListenerContext
     /// Told the method of every request head read, so that HEAD responses go out without a body.
     private let encoder: ResponseEncoder
+    /// The encoder's context: response parts are handed to the encoder directly, not boxed in
+    /// `NIOAny` and cast back out by the pipeline (HeadEncoders.swift). Nil when the encoder is
+    /// not in this pipeline; parts then go through it.
+    private var encoderContext: ChannelHandlerContext?
     var random: SplitMix64
     private(set) var context: ChannelHandlerContext?
     private var exchange: Exchange?
@@ -77,10 +82,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        encoderContext = try? context.pipeline.syncOperations.context(handler: encoder)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        encoderContext = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -379,8 +386,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
             headers.add(name: "connection", value: "close")
         }
         let head = HTTPResponseHead(version: version.minor == 0 ? .http1_0 : .http1_1, status: error.status, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        write(.head(head))
+        write(.body(.byteBuffer(context.channel.allocator.buffer(string: body))))
         endResponse(context: context)
     }
 
@@ -428,8 +435,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         context?.close(promise: nil)
     }
 
-    private func write(_ part: HTTPServerResponsePart) {
-        context?.write(wrapOutboundOut(part), promise: nil)
+    private func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>? = nil) {
+        if let encoderContext {
+            encoder.encode(part, context: encoderContext, promise: promise)
+        } else {
+            context?.write(wrapOutboundOut(part), promise: promise)
+        }
     }
 
     func flush() {
@@ -457,11 +468,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     func endResponse(context: ChannelHandlerContext, trailers: HTTPHeaders? = nil) {
         if closing {
             let loopBound = context.loopBound
-            context.writeAndFlush(wrapOutboundOut(.end(trailers))).whenComplete { _ in
-                loopBound.value.close(promise: nil)
-            }
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
+            write(.end(trailers), promise: written)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            write(.end(trailers))
         }
+        context.flush()
     }
 }

@@ -1,6 +1,6 @@
 // What system and codec errors mean, in the words meshd answers and logs with: one table per
-// place an error comes from (binding a listener, connecting to an endpoint, the client's bytes,
-// the upstream's bytes). Kept together so that every user-facing wording is in one file.
+// place an error comes from (binding a listener, connecting to an endpoint, the upstream's bytes);
+// what the HTTP/1 decoder's errors mean for a client is MeshHTTP1's (DecoderErrorText.swift).
 
 #if canImport(Glibc)
 import Glibc
@@ -10,8 +10,8 @@ import NIOHTTP1
 import NIOPosix
 
 /// Why a listener could not bind.
-enum BindErrorText {
-    static func describe(_ error: any Error) -> String {
+package enum BindErrorText {
+    package static func describe(_ error: any Error) -> String {
         if let io = error as? IOError {
             switch io.errnoCode {
             case EADDRINUSE: return "the address is already in use (another process, or another listener in this config)"
@@ -63,34 +63,5 @@ enum UpstreamErrorText {
             }
         }
         return "\(error)"
-    }
-}
-
-/// What the HTTP/1.1 decoder's errors mean for the client.
-enum DecoderErrorText {
-    static func proxyError(for error: any Error) -> ProxyError {
-        if let parser = error as? HTTPParserError {
-            switch parser {
-            case .headerOverflow:
-                return ProxyError(.headersTooLarge, "request head is too large")
-            case .invalidHeaderToken:
-                return ProxyError(.badRequest, "malformed header (invalid character, obs-fold or bad name)")
-            case .unexpectedContentLength, .invalidContentLength:
-                return ProxyError(.badRequest, "invalid or conflicting Content-Length")
-            case .invalidChunkSize:
-                return ProxyError(.badRequest, "invalid chunk size in a chunked body")
-            case .invalidMethod:
-                return ProxyError(.badRequest, "invalid method")
-            case .invalidURL:
-                return ProxyError(.badRequest, "invalid request target")
-            case .invalidVersion:
-                return ProxyError(.badRequest, "unsupported HTTP version")
-            case .lfExpected, .strictModeAssertion:
-                return ProxyError(.badRequest, "malformed request (bare CR or missing LF)")
-            default:
-                return ProxyError(.badRequest, "malformed request: \(parser)")
-            }
-        }
-        return ProxyError(.badRequest, "malformed request: \(error)")
     }
 }

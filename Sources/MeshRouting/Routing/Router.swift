@@ -19,14 +19,14 @@ public final class Router: Sendable {
     public var label: String { config.label }
     let identifier: Identifier
     let namers: NamerSet
-    let metrics: RequestMetrics
-    let meshMetrics: MeshMetrics
-    let limitsByServer: [RequestLimits]
+    package let metrics: RequestMetrics
+    package let meshMetrics: MeshMetrics
+    package let limitsByServer: [RequestLimits]
     let transformers: NameTransformers
     /// The dtab requests are routed with: the interpreter's file dtab (if any) then the router's.
     public let dtab: Watchable<Dtab>
     /// What the dtab file last read as, so that an unchanged broken file is reported once.
-    let dtabFileFingerprint = NIOLockedValueBox("")
+    package let dtabFileFingerprint = NIOLockedValueBox("")
     /// Bumped whenever `dtab` changes: with the namers' generation, what cached routes depend on.
     private let dtabEpoch = Epoch()
     /// Recent routes by identifier input (the Host header, for `io.l5d.header.token`), for
@@ -54,9 +54,12 @@ public final class Router: Sendable {
     let recentRequests: RecentRequests?
     /// Handed to clients, which log ejections and revivals.
     private let logger: Logger
+    /// How clients' connections to endpoints speak (HTTP/1 today).
+    private let upstream: any UpstreamProtocol
 
-    init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, recentRequests: RecentRequests? = nil, logger: Logger = Logger(label: "meshd")) {
+    package init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, upstream: any UpstreamProtocol, recentRequests: RecentRequests? = nil, logger: Logger = Logger(label: "meshd")) {
         self.logger = logger
+        self.upstream = upstream
         self.config = config
         self.recentRequests = recentRequests
         self.namers = namers
@@ -101,7 +104,7 @@ public final class Router: Sendable {
     }
 
     /// The interpreter's dtab file changed: route with `fileDtab` before the router's dtab.
-    func fileDtabChanged(_ fileDtab: Dtab) {
+    package func fileDtabChanged(_ fileDtab: Dtab) {
         dtab.set(fileDtab + config.dtab)
         dtabEpoch.bump()
     }
@@ -254,7 +257,7 @@ public final class Router: Sendable {
     /// The client for a bound name, created on first use.
     func client(for bound: BoundName) -> BoundClient {
         if let existing = clients.withLockedValue({ $0.get(bound.id) }) { return existing }
-        let created = BoundClient(bound: bound, routerLabel: label, params: config.client.params(for: bound.id), metrics: meshMetrics, logger: logger)
+        let created = BoundClient(bound: bound, routerLabel: label, params: config.client.params(for: bound.id), upstream: upstream, metrics: meshMetrics, logger: logger)
         var evicted: [BoundClient] = []
         let winner = clients.withLockedValue { clients -> BoundClient in
             if let existing = clients.get(bound.id) { return existing }
@@ -271,7 +274,7 @@ public final class Router: Sendable {
     }
 
     /// Closes clients unused for `bindingCache.idleTtlSecs` with nothing in flight.
-    func closeIdleClients(now: UInt64) {
+    package func closeIdleClients(now: UInt64) {
         let ttl = UInt64(config.bindingCache.idleTtlSecs) * 1_000_000_000
         let idle = clients.withLockedValue { clients in
             clients.removeAll { _, client in now &- client.lastUsed > ttl && client.inFlight == 0 }
@@ -286,7 +289,7 @@ public final class Router: Sendable {
     }
 
     /// Closes every client (shutdown or reload).
-    func close() {
+    package func close() {
         let all = clients.withLockedValue { clients -> [BoundClient] in
             clients.removeAll { _, _ in true }.map(\.value)
         }

@@ -11,10 +11,10 @@
 import MeshTelemetry
 import NIOCore
 
-final class AcceptLimiter: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = any Channel
-    typealias InboundOut = any Channel
-    typealias OutboundIn = Never
+package final class AcceptLimiter: ChannelDuplexHandler, RemovableChannelHandler {
+    package typealias InboundIn = any Channel
+    package typealias InboundOut = any Channel
+    package typealias OutboundIn = Never
 
     private let limit: Int
     private let metrics: ServerMetrics
@@ -23,20 +23,20 @@ final class AcceptLimiter: ChannelDuplexHandler, RemovableChannelHandler {
     private var readPending = false
     private var context: ChannelHandlerContext?
 
-    init(limit: Int, metrics: ServerMetrics) {
+    package init(limit: Int, metrics: ServerMetrics) {
         self.limit = limit
         self.metrics = metrics
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let child = unwrapInboundIn(data)
         if open >= limit {
             held.append(child)
@@ -67,7 +67,7 @@ final class AcceptLimiter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    func read(context: ChannelHandlerContext) {
+    package func read(context: ChannelHandlerContext) {
         if open + held.count >= limit {
             if !readPending { metrics.acceptPauses.increment() }
             readPending = true
@@ -76,27 +76,9 @@ final class AcceptLimiter: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         // The listener closed: connections never started go too.
         while let child = held.popFirst() { child.close(promise: nil) }
         context.fireChannelInactive()
-    }
-}
-
-/// Tells the client's handler that bytes arrived, before the decoder sees them, so that the
-/// clock of a request head (`requestHeadTimeoutMs`) starts at its first byte.
-final class RequestBytesObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
-    private let handler: ProxyServerHandler
-
-    init(handler: ProxyServerHandler) {
-        self.handler = handler
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        handler.bytesArrived()
-        context.fireChannelRead(data)
     }
 }

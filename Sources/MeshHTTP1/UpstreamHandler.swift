@@ -2,6 +2,7 @@
 // using the connection to that exchange, holds reads back while the client cannot take more,
 // and tells the pool when an idle connection dies.
 
+import MeshRouting
 import NIOCore
 import NIOHTTP1
 
@@ -29,13 +30,24 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var onIdleClose: (() -> Void)?
     /// The responses, parsed from the bytes read (ResponseParser.swift).
     private var parser = ResponseParser()
+    /// The request encoder ahead of this handler, and its context, written to directly (not
+    /// through the pipeline, which would box every part in `NIOAny` and cast it back out).
+    private let encoder: RequestEncoder?
+    private var encoderContext: ChannelHandlerContext?
+
+    /// `encoder`: the one placed just before this handler, or nil to write through the pipeline.
+    init(encoder: RequestEncoder? = nil) {
+        self.encoder = encoder
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if let encoder { encoderContext = try? context.pipeline.syncOperations.context(handler: encoder) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        encoderContext = nil
     }
 
     var isActive: Bool { context?.channel.isActive ?? false }
@@ -57,7 +69,11 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func send(_ part: HTTPClientRequestPart) {
         if case .head(let head) = part { parser.requestSent(head.method) }
-        context?.write(wrapOutboundOut(part), promise: nil)
+        if let encoder, let encoderContext {
+            encoder.encode(part, context: encoderContext, promise: nil)
+        } else {
+            context?.write(wrapOutboundOut(part), promise: nil)
+        }
     }
 
     func flush() {

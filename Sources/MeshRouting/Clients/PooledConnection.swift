@@ -7,10 +7,10 @@ final class PooledConnection: Sendable {
     let id: Int
     let channel: any Channel
     /// The connection's handler; only touched on `channel.eventLoop`.
-    let handler: NIOLoopBound<UpstreamHandler>
+    let handler: NIOLoopBound<any PoolableConnection>
     let openedAt: NIODeadline
 
-    init(id: Int, channel: any Channel, handler: UpstreamHandler, openedAt: NIODeadline) {
+    init(id: Int, channel: any Channel, handler: any PoolableConnection, openedAt: NIODeadline) {
         self.id = id
         self.channel = channel
         self.openedAt = openedAt

@@ -79,7 +79,7 @@ public struct ProxyError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 
     /// The `l5d-err` header value: the message on one line, printable ASCII only.
-    var headerValue: String {
+    package var headerValue: String {
         var out = ""
         out.reserveCapacity(message.utf8.count)
         for scalar in message.unicodeScalars {

@@ -6,17 +6,17 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
-final class ListenerContext: Sendable {
-    let router: Router
-    let config: ServerConfig
-    let limits: RequestLimits
-    let metrics: ServerMetrics
+package final class ListenerContext: Sendable {
+    package let router: Router
+    package let config: ServerConfig
+    package let limits: RequestLimits
+    package let metrics: ServerMetrics
     /// Requests being served on this listener (for `maxConcurrentRequests`).
     private let inFlight = Atomic<Int>(0)
     /// Open client connections, so that shutdown can close what outlives the grace period.
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
-    init(router: Router, config: ServerConfig, limits: RequestLimits, metrics: ServerMetrics) {
+    package init(router: Router, config: ServerConfig, limits: RequestLimits, metrics: ServerMetrics) {
         self.router = router
         self.config = config
         self.limits = limits
@@ -36,22 +36,22 @@ final class ListenerContext: Sendable {
         }
     }
 
-    func requestFinished() {
+    package func requestFinished() {
         inFlight.subtract(1, ordering: .relaxed)
     }
 
-    var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
+    package var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
 
-    func connectionOpened(_ channel: any Channel) {
+    package func connectionOpened(_ channel: any Channel) {
         connections.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
     }
 
-    func connectionClosed(_ channel: any Channel) {
+    package func connectionClosed(_ channel: any Channel) {
         connections.withLockedValue { $0[ObjectIdentifier(channel)] = nil }
     }
 
     /// Closes every client connection still open.
-    func closeAllConnections() {
+    package func closeAllConnections() {
         for channel in connections.withLockedValue({ Array($0.values) }) {
             channel.close(promise: nil)
         }

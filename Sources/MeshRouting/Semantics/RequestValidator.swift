@@ -54,9 +54,9 @@ extension String {
     }
 }
 
-struct RequestLimits: Sendable {
+package struct RequestLimits: Sendable {
     var maxInitialLineBytes: Int
-    var maxHeaderBytes: Int
+    package var maxHeaderBytes: Int
     var maxCallDepth: Int
 }
 

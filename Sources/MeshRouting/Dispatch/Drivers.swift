@@ -9,7 +9,7 @@ import NIOCore
 import NIOHTTP1
 
 /// The client side of one request.
-protocol Downstream: AnyObject {
+package protocol Downstream: AnyObject {
     var eventLoop: any EventLoop { get }
     /// Per-connection randomness (request ids, samples, the exchange's backoff seed).
     var random: SplitMix64 { get set }
@@ -36,7 +36,7 @@ protocol Downstream: AnyObject {
 }
 
 /// A connection (or stream) an attempt sends its request on and reads its response from.
-protocol UpstreamConnection: AnyObject {
+package protocol UpstreamConnection: AnyObject {
     var isActive: Bool { get }
     var isWritable: Bool { get }
     /// Whether it may carry another exchange after the current one.
@@ -56,7 +56,7 @@ protocol UpstreamConnection: AnyObject {
 }
 
 /// The side of an exchange that consumes an upstream response. Loop-confined.
-protocol UpstreamResponseReceiver: AnyObject {
+package protocol UpstreamResponseReceiver: AnyObject {
     func upstreamReceived(head: HTTPResponseHead)
     func upstreamReceived(body: ByteBuffer)
     func upstreamReceived(end: HTTPHeaders?)
@@ -67,5 +67,3 @@ protocol UpstreamResponseReceiver: AnyObject {
     /// Whether the client can take more bytes; reads from the upstream wait while it cannot.
     var downstreamIsWritable: Bool { get }
 }
-
-extension UpstreamHandler: UpstreamConnection {}

@@ -7,7 +7,7 @@ import MeshTelemetry
 import NIOConcurrencyHelpers
 import Synchronization
 
-final class ServiceState: Sendable {
+package final class ServiceState: Sendable {
     let params: ServiceParams
     let metrics: ServiceMetrics
     private let budget: NIOLockedValueBox<RetryBudget>

@@ -9,7 +9,7 @@ import MeshTelemetry
 import NIOCore
 import NIOHTTP1
 
-struct RequestRecord {
+package struct RequestRecord {
     let router: Router
     /// The request as the client sent it; nil when its head could not be read.
     let request: HTTPRequestHead?
@@ -29,7 +29,7 @@ struct RequestRecord {
     let entry: BoundClient.Entry?
     let endpoint: Endpoint?
 
-    init(
+    package init(
         router: Router, request: HTTPRequestHead?, startedAt: UInt64, endedAt: UInt64, status: Int, error: ProxyError?,
         summary: ExchangeSummary? = nil, client: BoundClient? = nil, service: ServiceState? = nil, entry: BoundClient.Entry? = nil, endpoint: Endpoint? = nil
     ) {
@@ -54,7 +54,7 @@ struct RequestRecord {
 
 extension Router {
     /// Records a finished request: metrics at every level it reached, and the recent sample.
-    func requestCompleted(_ record: RequestRecord, random: inout SplitMix64) {
+    package func requestCompleted(_ record: RequestRecord, random: inout SplitMix64) {
         if let error = record.error { countError(error) }
         guard record.status > 0 else { return }
         let latency = record.latency

@@ -27,7 +27,7 @@ struct ExchangeBudgetsAdapter: ExchangeBudgets {
     func tryRequeue(now: UInt64) -> Bool { client.tryRequeue(now: now) }
 }
 
-final class Exchange: UpstreamResponseReceiver {
+package final class Exchange: UpstreamResponseReceiver {
     typealias Machine = ExchangeStateMachine<ByteBuffer, ExchangeBudgetsAdapter>
     typealias Step = ExchangeStep<ByteBuffer>
 
@@ -53,7 +53,7 @@ final class Exchange: UpstreamResponseReceiver {
     private var timer: Scheduled<Void>?
     private var timerAt: UInt64?
 
-    init(_ request: RoutedRequest, downstream: any Downstream) {
+    package init(_ request: RoutedRequest, downstream: any Downstream) {
         self.downstream = downstream
         self.router = request.router
         self.clientHead = request.clientHead
@@ -81,18 +81,18 @@ final class Exchange: UpstreamResponseReceiver {
     }
 
     /// Whether the client waits for 100 Continue before sending its body.
-    static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+    package static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
         head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
     private var eventLoop: any EventLoop { downstream.eventLoop }
     private var now: UInt64 { NIODeadline.now().uptimeNanoseconds }
 
-    var requestEnded: Bool { machine.requestEnded }
+    package var requestEnded: Bool { machine.requestEnded }
 
     // MARK: running the machine
 
-    func start() {
+    package func start() {
         client.metrics.requests.increment()
         service.requestStarted(now: machine.startedAt)
         run(machine.start(now: now, bindingPending: client.isPending), now: now)
@@ -285,17 +285,17 @@ final class Exchange: UpstreamResponseReceiver {
     // MARK: the request (from the client connection)
 
     /// Whether reads from the client should wait: no connection yet, or the upstream is full.
-    var holdsClientReads: Bool {
+    package var holdsClientReads: Bool {
         if machine.waitsForConnection { return true }
         if machine.isConnected, let upstream = connection?.upstream { return !upstream.isWritable }
         return false
     }
 
-    func requestBody(_ part: ByteBuffer) {
+    package func requestBody(_ part: ByteBuffer) {
         run(machine.requestBody(part), now: 0)
     }
 
-    func requestEnd(_ trailers: HTTPHeaders?) {
+    package func requestEnd(_ trailers: HTTPHeaders?) {
         if machine.isFinished {
             // Answered before the request was complete; the rest was dropped.
             downstream.exchangeFinished(self, requestEnded: true)
@@ -305,23 +305,23 @@ final class Exchange: UpstreamResponseReceiver {
         run(machine.requestEnd(), now: 0)
     }
 
-    func flushUpstream() {
+    package func flushUpstream() {
         if machine.isConnected { connection?.upstream.flush() }
     }
 
-    func downstreamBecameWritable() {
+    package func downstreamBecameWritable() {
         if machine.isConnected { connection?.upstream.resumeReading() }
     }
 
     /// The client went away: give everything back.
-    func downstreamClosed() {
+    package func downstreamClosed() {
         let at = now
         run(machine.downstreamClosed(now: at), now: at)
     }
 
     /// The client's byte stream broke (a decoder error) mid-request. Returns whether the error
     /// was answered (false when the response had begun, or the exchange had finished).
-    func abort(respondingWith error: ProxyError) -> Bool {
+    package func abort(respondingWith error: ProxyError) -> Bool {
         let at = now
         let step = machine.downstreamFailed(error, now: at)
         let answered: Bool
@@ -332,9 +332,9 @@ final class Exchange: UpstreamResponseReceiver {
 
     // MARK: the response (UpstreamResponseReceiver)
 
-    var downstreamIsWritable: Bool { downstream.isWritable }
+    package var downstreamIsWritable: Bool { downstream.isWritable }
 
-    func upstreamReceived(head: HTTPResponseHead) {
+    package func upstreamReceived(head: HTTPResponseHead) {
         let at = now
         let step = machine.responseHead(
             status: Int(head.status.code), upstreamSaysRetryable: head.headers.first(name: "l5d-retryable")?.lowercased() == "true", now: at
@@ -342,24 +342,24 @@ final class Exchange: UpstreamResponseReceiver {
         run(step, now: at, response: head)
     }
 
-    func upstreamReceived(body: ByteBuffer) {
+    package func upstreamReceived(body: ByteBuffer) {
         if machine.responseBody(byteCount: body.readableBytes) { downstream.forwardBody(body) }
     }
 
-    func upstreamReceived(end: HTTPHeaders?) {
+    package func upstreamReceived(end: HTTPHeaders?) {
         let at = now
         run(machine.responseEnd(now: at), now: at, end: end)
     }
 
-    func upstreamReadComplete() {
+    package func upstreamReadComplete() {
         downstream.flush()
     }
 
-    func upstreamWritabilityChanged(isWritable: Bool) {
+    package func upstreamWritabilityChanged(isWritable: Bool) {
         if isWritable { downstream.resumeReads() }
     }
 
-    func upstreamFailed(_ error: any Error) {
+    package func upstreamFailed(_ error: any Error) {
         let nothingReceived = connection.map { !$0.upstream.responseStarted } ?? false
         let at = now
         run(machine.upstreamFailed(error, nothingReceived: nothingReceived, now: at), now: at)

@@ -12,7 +12,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
-final class BoundClient: Sendable {
+package final class BoundClient: Sendable {
     let id: Path
     let routerLabel: String
     let metrics: RequestMetrics
@@ -30,7 +30,7 @@ final class BoundClient: Sendable {
     }
 
     /// An endpoint's pool and metrics; a class, so that passing it around is one reference.
-    final class Entry: Sendable {
+    package final class Entry: Sendable {
         let pool: EndpointPool
         let metrics: RequestMetrics
         let health: EndpointHealthMetrics
@@ -61,8 +61,12 @@ final class BoundClient: Sendable {
     /// Ejections and revivals are logged: they are the moments an operator asks about.
     private let logger: Logger
 
-    init(bound: BoundName, routerLabel: String, params: ClientParams, metrics: MeshMetrics, logger: Logger = Logger(label: "meshd")) {
+    /// How connections to its endpoints speak.
+    private let upstream: any UpstreamProtocol
+
+    init(bound: BoundName, routerLabel: String, params: ClientParams, upstream: any UpstreamProtocol, metrics: MeshMetrics, logger: Logger = Logger(label: "meshd")) {
         self.logger = logger
+        self.upstream = upstream
         self.id = bound.id
         self.routerLabel = routerLabel
         self.params = params
@@ -224,6 +228,7 @@ final class BoundClient: Sendable {
         let limits = ConnectionPoolState<Int, Int, EndpointPool.LoopKey>.Limits(minSize: pool.minSize, maxSize: pool.maxSize, maxWaiters: pool.maxWaiters)
         let endpointPool = try EndpointPool(
             endpoint: endpoint,
+            upstream: upstream,
             limits: limits,
             idleTime: [pool.idleTimeMs, params.clientSession.idleTimeMs].compactMap { $0 }.min().map { .milliseconds(Int64($0)) },
             connectTimeout: .milliseconds(Int64(params.connectTimeoutMs)),

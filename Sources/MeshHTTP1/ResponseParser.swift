@@ -17,6 +17,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import MeshRouting
 import NIOCore
 import NIOHTTP1
 

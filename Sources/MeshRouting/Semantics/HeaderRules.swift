@@ -4,8 +4,8 @@
 
 import NIOHTTP1
 
-enum HeaderRules {
-    static let viaToken = "1.1 meshd"
+package enum HeaderRules {
+    package static let viaToken = "1.1 meshd"
 
     /// The lower-case name of a hop-by-hop header, or nil; compared without allocating.
     static func hopByHopName(_ name: String) -> String? {
