@@ -9,7 +9,8 @@
 //   MeshRouting   <- MeshCore, MeshConfig, MeshDiscovery, MeshTelemetry, NIO: routers, clients
 //                    and pools, and the protocol-neutral request path (dispatch, exchange)
 //   MeshHTTP1     <- MeshRouting, NIOHTTP1, NIOExtras: the HTTP/1.1 codec and connections
-//   MeshProxy     <- MeshRouting, MeshHTTP1, ...: the data plane wired from a config (Linker)
+//   MeshTLS       <- MeshRouting, NIOSSL: certificates and keys, TLS listeners and client TLS
+//   MeshProxy     <- MeshRouting, MeshHTTP1, MeshTLS, ...: the data plane wired from a config (Linker)
 //   MeshAdmin     <- MeshProxy, MeshRouting (snapshots), MeshDiscovery, MeshTelemetry, MeshConfig
 //   meshd         <- everything (command line, wiring, lifecycle)
 import PackageDescription
@@ -31,6 +32,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -76,9 +78,19 @@ let package = Package(
             ] + nio
         ),
         .target(
+            name: "MeshTLS",
+            dependencies: [
+                "MeshCore", "MeshConfig", "MeshTelemetry", "MeshRouting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ] + nio
+        ),
+        .target(
             name: "MeshProxy",
             dependencies: [
-                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting", "MeshHTTP1",
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting", "MeshHTTP1", "MeshTLS",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -92,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "meshd",
             dependencies: [
-                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting", "MeshProxy", "MeshAdmin",
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshTelemetry", "MeshRouting", "MeshTLS", "MeshProxy", "MeshAdmin",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -95,7 +95,7 @@ final class RequestHeadTarget {
             config.bindingCache.paths = 20
             config.bindingCache.clients = 5
             config.servers = [server]
-            let router = Router(config: config, namers: namers, metrics: metrics, upstream: HTTP1Upstream())
+            let router = Router(config: config, namers: namers, metrics: metrics, upstreams: HTTP1Upstream())
             listeners.append(ListenerContext(
                 router: router, config: server,
                 limits: RequestLimits(maxInitialLineBytes: 4096, maxHeaderBytes: 8192, maxCallDepth: 10),

@@ -51,6 +51,8 @@ package final class HTTPListener: Sendable {
                     let encoder = ResponseEncoder()
                     let handler = ProxyServerHandler(listener: context, encoder: encoder)
                     let sync = channel.pipeline.syncOperations
+                    // TLS first: everything after it sees the decrypted bytes.
+                    try context.transport?.configure(channel)
                     try sync.addHandler(RequestBytesObserver(handler: handler))
                     try sync.addHandler(encoder)
                     try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))

@@ -10,6 +10,7 @@ import MeshCore
 import MeshDiscovery
 import MeshHTTP1
 import MeshRouting
+import MeshTLS
 import MeshTelemetry
 import NIOConcurrencyHelpers
 import NIOCore
@@ -33,6 +34,9 @@ public final class Linker: Sendable {
     private let ready = NIOLockedValueBox(false)
     private let dtabWatchers: [DirectoryWatcher]
     private let sweeper = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// Every TLS context the config asks for, and what could not be loaded.
+    package let tls: TLSSet
+    private let tlsErrors: [ConfigError]
 
     public init(config: MeshdConfig, group: any EventLoopGroup, metrics: MeshMetrics, logger: Logger) {
         self.config = config
@@ -60,7 +64,9 @@ public final class Linker: Sendable {
             recent = RecentRequests(sampleRate: rate, capacity: capacity)
         }
         self.recentRequests = recent
-        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics, upstream: HTTP1Upstream(), recentRequests: recent, logger: logger) }
+        (tls, tlsErrors) = TLSSet.load(config, metrics: metrics.tls, logger: logger)
+        let upstreams = tls.upstreams(around: HTTP1Upstream())
+        let routers = config.routers.map { Router(config: $0, namers: namerSet, metrics: metrics, upstreams: upstreams, recentRequests: recent, logger: logger) }
         self.routers = routers
         var dtabWatchers: [DirectoryWatcher] = []
         for router in routers {
@@ -90,6 +96,9 @@ public final class Linker: Sendable {
 
     /// Reads discovery, binds every listener. Throws `ConfigErrors` for listeners that cannot bind.
     public func start() async throws {
+        // A certificate or key that cannot be used is a config error at its key, before anything binds.
+        if !tlsErrors.isEmpty { throw ConfigErrors(tlsErrors) }
+        tls.watch(on: group.next())
         for namer in fsNamers { namer.rescan() }
         for watcher in watchers + dtabWatchers { watcher.start() }
         let routers = self.routers
@@ -104,7 +113,8 @@ public final class Linker: Sendable {
             for (index, server) in router.config.servers.enumerated() {
                 let context = ListenerContext(
                     router: router, config: server, limits: router.limitsByServer[index],
-                    metrics: metrics.server(router: router.label, server: server.address)
+                    metrics: metrics.server(router: router.label, server: server.address),
+                    transport: tls.transport(router: router.label, server: server)
                 )
                 do {
                     let listener = try await HTTPListener.bind(context: context, group: group)
@@ -148,6 +158,7 @@ public final class Linker: Sendable {
         await closeListeners()
         for watcher in watchers + dtabWatchers { watcher.stop() }
         sweeper.withLockedValue { $0?.cancel(); $0 = nil }
+        tls.stop()
         for router in routers { router.close() }
     }
 
@@ -185,14 +196,5 @@ public final class Linker: Sendable {
     /// What the namers know, for the admin port.
     public func namerStates() -> [NamerState] {
         namers.configured.map { $0.state() }
-    }
-}
-
-/// `127.0.0.1:4140` or `[::1]:4140`.
-public enum AddressText {
-    public static func describe(_ address: SocketAddress) -> String {
-        let ip = address.ipAddress ?? "?"
-        let port = address.port ?? 0
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }

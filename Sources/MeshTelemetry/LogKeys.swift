@@ -29,4 +29,10 @@ public enum LogKeys {
     public static let residentKiB = "meshd.rss_kib"
     public static let fileLimit = "meshd.file_limit"
     public static let maxConnections = "meshd.max_connections"
+    public static let tlsSide = "meshd.tls.side"
+    public static let tlsFiles = "meshd.tls.files"
+    public static let tlsSubject = "meshd.tls.subject"
+    public static let tlsSerial = "meshd.tls.serial"
+    public static let tlsNotAfter = "meshd.tls.not_after"
+    public static let peer = "meshd.peer"
 }

@@ -14,6 +14,7 @@ import Prometheus
 public final class MeshMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let book: SeriesBook
+    public let tls: TLSMetrics
 
     /// Owners per scope, by default (`admin.metricSeriesLimit`).
     public static let defaultSeriesLimit = 1000
@@ -28,6 +29,7 @@ public final class MeshMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), seriesLimit: Int = MeshMetrics.defaultSeriesLimit) {
         self.registry = registry
         self.book = SeriesBook(registry: registry, limit: seriesLimit)
+        self.tls = TLSMetrics(registry: registry)
     }
 
     public func router(_ router: String) -> RequestMetrics {
@@ -314,3 +316,41 @@ public struct DiscoveryMetrics: Sendable {
 /// The metric handle types, so that modules above need not import the Prometheus client.
 public typealias MetricCounter = Counter
 public typealias MetricGauge = Gauge
+
+/// TLS: handshakes by side and outcome, reloads of certificate files, and when each loaded
+/// certificate expires. Labels come from the config (router, listener address or client
+/// name, file path) and from a fixed set of outcomes, never from what a peer sends.
+public final class TLSMetrics: Sendable {
+    private let registry: PrometheusCollectorRegistry
+
+    public init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+    }
+
+    /// `side`: `server` (a listener's handshakes with clients) or `client` (with endpoints);
+    /// `result`: `success` or one of `TLSFailureKind`'s names.
+    public func handshakes(router: String, side: String, result: String) -> Counter {
+        registry.makeCounter(
+            descriptor: .init(metricName: "meshd_tls_handshakes_total", unitName: "", helpText: "TLS handshakes, by side (server: with clients; client: with endpoints) and result."),
+            labels: [("router", router), ("side", side), ("result", result)]
+        )
+    }
+
+    public func reloads(result: String) -> Counter {
+        registry.makeCounter(
+            descriptor: .init(metricName: "meshd_tls_reloads_total", unitName: "", helpText: "Changed certificate or key files read again: applied (success) or rejected, keeping the old ones (failure)."),
+            labels: [("result", result)]
+        )
+    }
+
+    public func remove(_ gauge: Gauge) {
+        registry.unregisterGauge(gauge)
+    }
+
+    public func expiry(router: String, side: String, path: String, subject: String) -> Gauge {
+        registry.makeGauge(
+            descriptor: .init(metricName: "meshd_tls_certificate_expiry_timestamp_seconds", unitName: "", helpText: "When a loaded certificate expires (its notAfter), in seconds since the Unix epoch."),
+            labels: [("router", router), ("side", side), ("path", path), ("subject", subject)]
+        )
+    }
+}

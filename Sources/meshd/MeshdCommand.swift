@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import MeshConfig
+import MeshTLS
 import MeshTelemetry
 
 @main
@@ -78,6 +79,10 @@ struct CheckCommand: AsyncParsableCommand {
             loaded = try ConfigLoader.load(path: path)
         } catch {
             errors = error.errors
+        }
+        if let config = loaded {
+            // Every certificate, key and CA file, read and checked as start-up would.
+            errors += TLSSet.load(config, metrics: MeshMetrics().tls, logger: Logger(label: "meshd.check", factory: { _ in SwiftLogNoOpLogHandler() })).1
         }
         if let config = loaded, !noBindCheck {
             errors += PortCheck.unavailable(config)

@@ -7,6 +7,7 @@ import Logging
 import MeshAdmin
 import MeshConfig
 import MeshProxy
+import MeshRouting
 import MeshTelemetry
 import Metrics
 import NIOConcurrencyHelpers

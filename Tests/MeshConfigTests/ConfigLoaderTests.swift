@@ -147,10 +147,68 @@ import Testing
               httpAccessLog: /tmp/x
               servers:
               - port: 4140
-                tls: {certPath: a, keyPath: b}
+                announce: [/#/io.l5d.serversets/web]
             """)
         #expect(found.count == 2)
         #expect(found.allSatisfy { $0.message.contains("not supported by meshd") })
+    }
+
+    @Test func tlsBlocksAreReadWithTheirDefaultsAndOrigins() throws {
+        let config = try ConfigLoader.parse("""
+            routers:
+            - protocol: http
+              servers:
+              - port: 4141
+                tls:
+                  certPath: /c.pem
+                  keyPath: /k.pem
+                  caCertPath: /ca.pem
+                  requireClientAuth: true
+              - port: 4142
+                tls: {enabled: false, certPath: /c.pem, keyPath: /k.pem}
+              client:
+                kind: io.l5d.static
+                configs:
+                - prefix: /#/io.l5d.fs/{service}
+                  tls:
+                    commonName: "{service}.mesh"
+                    trustCerts: [/ca.pem]
+                    protocols: [TLSv1.3]
+                    clientAuth: {certPath: /cc.pem, keyPath: /ck.pem}
+            """, file: "m.yaml")
+        let server = try #require(config.routers[0].servers[0].tls)
+        #expect(server.certPath.path == "/c.pem")
+        #expect(server.certPath.origin.line == 6)
+        #expect(server.certPath.origin.keyPath == "routers[0].servers[0].tls.certPath")
+        #expect(server.requireClientAuth)
+        #expect(server.protocols == [.tls12, .tls13])
+        #expect(config.routers[0].servers[1].tls == nil)
+        let web = config.routers[0].client.params(for: Path("#", "io.l5d.fs", "web"))
+        let tls = try #require(web.tls)
+        #expect(tls.commonName == "web.mesh")
+        #expect(tls.protocols == [.tls13])
+        #expect(tls.clientAuth?.keyPath.path == "/ck.pem")
+        #expect(config.routers[0].client.params(for: Path("$", "inet", "1.2.3.4", "80")).tls == nil)
+    }
+
+    @Test func tlsMistakesAreNamed() {
+        let found = errors("""
+            routers:
+            - protocol: http
+              servers:
+              - port: 4141
+                tls: {certPath: /c.pem, protocols: [TLSv1, TLSv1.2, TLSv9], requireClientAuth: true}
+              client:
+                tls: {commonName: "{service}.mesh", trustCerts: [""]}
+            """)
+        let messages = found.map(\.message)
+        #expect(messages.contains { $0.contains("missing required key 'keyPath'") })
+        #expect(messages.contains { $0.contains("TLSv1 is not supported") })
+        #expect(messages.contains { $0.contains("'TLSv9' is not a TLS version") })
+        #expect(messages.contains { $0.contains("missing required key 'caCertPath'") })
+        #expect(messages.contains { $0.contains("{service}") && $0.contains("not captured") })
+        #expect(messages.contains { $0.contains("expected a file path") })
+        #expect(found.allSatisfy { $0.line > 0 })
     }
 
     @Test func identifiersAsListAndEachKind() throws {

@@ -18,7 +18,7 @@ import Testing
         var routerConfig = RouterConfig()
         routerConfig.servers = [server]
         let metrics = MeshMetrics()
-        let router = Router(config: routerConfig, namers: NamerSet(configured: []), metrics: metrics, upstream: HTTP1Upstream())
+        let router = Router(config: routerConfig, namers: NamerSet(configured: []), metrics: metrics, upstreams: HTTP1Upstream())
         return ListenerContext(
             router: router, config: server,
             limits: RequestLimits(maxInitialLineBytes: 4096, maxHeaderBytes: 8192, maxCallDepth: 10),

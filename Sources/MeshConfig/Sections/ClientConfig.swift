@@ -8,8 +8,27 @@ public typealias ClientConfig = PrefixConfigs<ClientParams>
 
 extension PrefixConfigs where Params == ClientParams {
     static func read(_ node: ConfigNode?) -> ClientConfig {
-        read(node, what: "client", example: "{prefix: /#/io.l5d.fs/web, loadBalancer: {kind: ewma}}",
-             prefixHint: "give the client names this entry applies to, e.g. /#/io.l5d.fs/*")
+        let config = read(node, what: "client", example: "{prefix: /#/io.l5d.fs/web, loadBalancer: {kind: ewma}}",
+                          prefixHint: "give the client names this entry applies to, e.g. /#/io.l5d.fs/*")
+        // A `{name}` in a commonName must be captured by the entry's prefix.
+        if let diagnostics = node?.diagnostics {
+            if let tls = config.base.tls { checkCaptures(tls, available: [], diagnostics: diagnostics) }
+            for entry in config.configs {
+                if let tls = entry.overrides.tls { checkCaptures(tls, available: entry.prefix.captureNames, diagnostics: diagnostics) }
+            }
+        }
+        return config
+    }
+
+    private static func checkCaptures(_ tls: ClientTLSConfig, available: [String], diagnostics: ConfigDiagnostics) {
+        guard let name = tls.commonName else { return }
+        for variable in NameTemplate.variables(in: name) where !available.contains(variable) {
+            let hint = available.isEmpty
+                ? "only an io.l5d.static entry whose prefix captures it (prefix: /#/io.l5d.fs/{\(variable)}) can use it"
+                : "its prefix captures \(available.map { "{\($0)}" }.joined(separator: ", "))"
+            diagnostics.report("commonName '\(name)' uses {\(variable)}, which is not captured; \(hint)",
+                               line: tls.origin.line, column: tls.origin.column, path: tls.origin.keyPath + ".commonName")
+        }
     }
 }
 
@@ -31,6 +50,9 @@ public struct ClientParams: ConfigReadableParams {
     /// Opening a connection to an endpoint may take this long, in ms, 1–600,000. Default 1,000
     /// (Finagle's). A meshd extension.
     public var connectTimeoutMs = 1000
+    /// TLS to the endpoints (docs/config/tls.md); `commonName` here has the prefix's captures
+    /// filled in. Default: plain TCP (nil).
+    public var tls: ClientTLSConfig?
 
     public init() {}
 
@@ -45,6 +67,14 @@ public struct ClientParams: ConfigReadableParams {
         if let value = overrides.requeueBudget { requeueBudget = value }
         if let value = overrides.clientSession { clientSession = value }
         if let value = overrides.connectTimeoutMs { connectTimeoutMs = value }
+        if let value = overrides.tls { tls = value }
+    }
+
+    public mutating func apply(_ overrides: ClientOverrides, captures: [String: String]) {
+        apply(overrides)
+        if overrides.tls != nil, let template = tls?.commonName {
+            tls?.commonName = NameTemplate.expand(template, captures: captures) ?? template
+        }
     }
 
     public var json: JSONValue {
@@ -57,6 +87,7 @@ public struct ClientParams: ConfigReadableParams {
             ("requeueBudget", requeueBudget.json),
             ("clientSession", clientSession.json),
             ("connectTimeoutMs", .int(connectTimeoutMs)),
+            ("tls", tls?.json ?? .null),
         ])
     }
 }
@@ -97,6 +128,7 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
     public var requeueBudget: RetryBudgetConfig?
     public var clientSession: SessionConfig?
     public var connectTimeoutMs: Int?
+    public var tls: ClientTLSConfig?
 
     static func read(_ m: ConfigMapping) -> ClientOverrides {
         var overrides = ClientOverrides()
@@ -108,8 +140,9 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
         if let budget = m.optional("requeueBudget") { overrides.requeueBudget = RetryBudgetConfig.read(budget) }
         if let session = m.optional("clientSession") { overrides.clientSession = SessionConfig.read(session) }
         overrides.connectTimeoutMs = m.int("connectTimeoutMs", in: 1...600_000)
-        m.unsupported(["tls"], "client TLS is not implemented yet")
-        m.unsupported(["socketOptions", "requestAuthorizers", "forwardClientCert", "engine"], "remove it")
+        if let tls = m.optional("tls") { overrides.tls = ClientTLSConfig.read(tls) }
+        m.unsupported(["forwardClientCert"], "x-forwarded-client-cert is not implemented yet")
+        m.unsupported(["socketOptions", "requestAuthorizers", "engine"], "remove it")
         return overrides
     }
 
@@ -123,6 +156,7 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
         if let requeueBudget { pairs.append(("requeueBudget", requeueBudget.json)) }
         if let clientSession { pairs.append(("clientSession", clientSession.json)) }
         if let connectTimeoutMs { pairs.append(("connectTimeoutMs", .int(connectTimeoutMs))) }
+        if let tls { pairs.append(("tls", tls.json)) }
         return .object(pairs)
     }
 }
@@ -144,6 +178,20 @@ public struct PrefixPattern: Sendable, Hashable, CustomStringConvertible {
             if case .label(let label) = element, label != segment { return false }
         }
         return true
+    }
+
+    /// The `{name}` segments' values in `path` (which this pattern matches).
+    public func captures(in path: Path) -> [String: String] {
+        var captures: [String: String] = [:]
+        for (element, segment) in zip(elements, path.segments) {
+            if case .capture(let name) = element { captures[name] = segment }
+        }
+        return captures
+    }
+
+    /// The names this pattern captures.
+    public var captureNames: [String] {
+        elements.compactMap { if case .capture(let name) = $0 { name } else { nil } }
     }
 
     public var description: String {

@@ -6,6 +6,12 @@ public protocol OverridableParams: Sendable, Hashable, JSONRepresentable {
     associatedtype Overrides: Sendable, Hashable, JSONRepresentable
     init()
     mutating func apply(_ overrides: Overrides)
+    /// `apply`, for an entry whose prefix captured `captures` (`{service}` → `web`).
+    mutating func apply(_ overrides: Overrides, captures: [String: String])
+}
+
+extension OverridableParams {
+    public mutating func apply(_ overrides: Overrides, captures: [String: String]) { apply(overrides) }
 }
 
 /// Parameters whose overrides the config loader can read from a mapping.
@@ -38,7 +44,7 @@ public struct PrefixConfigs<Params: OverridableParams>: Sendable, Hashable, JSON
     /// The parameters for `name`.
     public func params(for name: Path) -> Params {
         var params = base
-        for entry in configs where entry.prefix.matches(name) { params.apply(entry.overrides) }
+        for entry in configs where entry.prefix.matches(name) { params.apply(entry.overrides, captures: entry.prefix.captures(in: name)) }
         return params
     }
 

@@ -33,6 +33,8 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
     /// accepting until one closes (new clients wait in the listen backlog). Default 10,000.
     /// meshd's own key.
     public var maxConnections = 10_000
+    /// TLS on this listener (docs/config/tls.md). Default: plain (nil).
+    public var tls: ServerTLSConfig?
     public var origin: ConfigOrigin = .builtIn
 
     init(defaultPort: Int) { self.port = defaultPort }
@@ -54,7 +56,7 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         config.requestHeadTimeoutMs = m.int("requestHeadTimeoutMs", in: 1...3_600_000) ?? config.requestHeadTimeoutMs
         config.maxConnections = m.int("maxConnections", in: 1...1_000_000) ?? config.maxConnections
         m.accepted(["label"])
-        m.unsupported(["tls"], "TLS listeners are not implemented yet")
+        if let tls = m.optional("tls"), let parsed = ServerTLSConfig.read(tls), parsed.enabled { config.tls = parsed }
         m.unsupported(["announce"], "meshd has no announcers")
         m.unsupported(["socketOptions", "addForwardedHeader", "timestampHeader", "engine"], "remove it")
         m.finish()
@@ -73,6 +75,7 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         pairs.append(("serverSession", serverSession.json))
         pairs.append(("requestHeadTimeoutMs", .int(requestHeadTimeoutMs)))
         pairs.append(("maxConnections", .int(maxConnections)))
+        pairs.append(("tls", tls?.json ?? .null))
         return .object(pairs)
     }
 }

@@ -257,6 +257,9 @@ final class EndpointPool: Sendable {
                 channel.eventLoop.makeCompletedFuture { try upstream.configure(channel) }
             }
             .connect(to: socketAddress)
+            .flatMap { [upstream, connectTimeout] channel in
+                Self.whenReady(channel, upstream: upstream, within: connectTimeout)
+            }
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel):
@@ -269,6 +272,34 @@ final class EndpointPool: Sendable {
                     perform(effects)
                 }
             }
+    }
+
+    /// The channel once its protocol says it can carry requests (a TLS handshake done), within
+    /// `within` of the TCP connection (the connect timeout covers both); a connection that does
+    /// not get there is closed.
+    private static func whenReady(_ channel: any Channel, upstream: any UpstreamProtocol, within: TimeAmount) -> EventLoopFuture<any Channel> {
+        let ready = upstream.ready(channel)
+        let loop = channel.eventLoop
+        let promise = loop.makePromise(of: (any Channel).self)
+        let done = NIOLoopBoundBox(false, eventLoop: loop)
+        let timer = loop.assumeIsolated().scheduleTask(in: within) {
+            guard !done.value else { return }
+            done.value = true
+            channel.close(promise: nil)
+            promise.fail(ReadinessTimeout(milliseconds: within.nanoseconds / 1_000_000))
+        }
+        ready.assumeIsolated().whenComplete { result in
+            timer.cancel()
+            guard !done.value else { return }
+            done.value = true
+            switch result {
+            case .success: promise.succeed(channel)
+            case .failure(let error):
+                channel.close(promise: nil)
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
     }
 
     private func established(_ channel: any Channel, for waiterID: Int) {

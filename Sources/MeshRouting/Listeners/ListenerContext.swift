@@ -11,12 +11,15 @@ package final class ListenerContext: Sendable {
     package let config: ServerConfig
     package let limits: RequestLimits
     package let metrics: ServerMetrics
+    /// What goes in front of the codec on each connection (TLS); nil for plain TCP.
+    package let transport: (any ListenerTransport)?
     /// Requests being served on this listener (for `maxConcurrentRequests`).
     private let inFlight = Atomic<Int>(0)
     /// Open client connections, so that shutdown can close what outlives the grace period.
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
 
-    package init(router: Router, config: ServerConfig, limits: RequestLimits, metrics: ServerMetrics) {
+    package init(router: Router, config: ServerConfig, limits: RequestLimits, metrics: ServerMetrics, transport: (any ListenerTransport)? = nil) {
+        self.transport = transport
         self.router = router
         self.config = config
         self.limits = limits

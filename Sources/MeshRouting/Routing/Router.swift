@@ -54,12 +54,12 @@ public final class Router: Sendable {
     let recentRequests: RecentRequests?
     /// Handed to clients, which log ejections and revivals.
     private let logger: Logger
-    /// How clients' connections to endpoints speak (HTTP/1 today).
-    private let upstream: any UpstreamProtocol
+    /// How each client's connections to endpoints speak (HTTP/1, with TLS or not).
+    private let upstreams: any UpstreamFactory
 
-    package init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, upstream: any UpstreamProtocol, recentRequests: RecentRequests? = nil, logger: Logger = Logger(label: "meshd")) {
+    package init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, upstreams: any UpstreamFactory, recentRequests: RecentRequests? = nil, logger: Logger = Logger(label: "meshd")) {
         self.logger = logger
-        self.upstream = upstream
+        self.upstreams = upstreams
         self.config = config
         self.recentRequests = recentRequests
         self.namers = namers
@@ -257,7 +257,8 @@ public final class Router: Sendable {
     /// The client for a bound name, created on first use.
     func client(for bound: BoundName) -> BoundClient {
         if let existing = clients.withLockedValue({ $0.get(bound.id) }) { return existing }
-        let created = BoundClient(bound: bound, routerLabel: label, params: config.client.params(for: bound.id), upstream: upstream, metrics: meshMetrics, logger: logger)
+        let params = config.client.params(for: bound.id)
+        let created = BoundClient(bound: bound, routerLabel: label, params: params, upstream: upstreams.upstream(for: bound.id, params: params), metrics: meshMetrics, logger: logger)
         var evicted: [BoundClient] = []
         let winner = clients.withLockedValue { clients -> BoundClient in
             if let existing = clients.get(bound.id) { return existing }

@@ -24,9 +24,17 @@ package enum BindErrorText {
     }
 }
 
+/// A connection was made but its protocol did not get ready (a TLS handshake) within the
+/// connect timeout.
+package struct ReadinessTimeout: Error, CustomStringConvertible {
+    package var milliseconds: Int64
+    package var description: String { "connected, but the TLS handshake did not finish within the connect timeout (\(milliseconds) ms)" }
+}
+
 /// Why a connection to an endpoint failed.
 enum ConnectErrorText {
     static func isTimeout(_ error: any Error) -> Bool {
+        if error is ReadinessTimeout { return true }
         if let channelError = error as? ChannelError, case .connectTimeout = channelError { return true }
         if let io = error as? IOError, io.errnoCode == ETIMEDOUT { return true }
         if let multiple = error as? NIOConnectionError { return multiple.connectionErrors.contains { isTimeout($0.error) } }
