@@ -41,11 +41,36 @@ private func frame(_ headers: inout HTTPHeaders, expecting body: BodyExpectation
 }
 
 /// Body parts and trailers, shared by both encoders.
+///
+/// Small parts written without a promise are gathered into one buffer, written when something
+/// else is (a large part, a head, the end), at a flush, or at 16 KiB: a body of many tiny chunks
+/// would otherwise become three writes per chunk in NIO's queue, whose writability watermark
+/// counts bytes, not writes — a few bytes each holding a hundred bytes of bookkeeping.
 private struct BodyWriter {
     var chunked = false
+    private var gathered: ByteBuffer?
 
-    func write(_ part: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    static let smallPart = 1024
+    static let gatherLimit = 16 * 1024
+
+    mutating func write(_ part: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         let size = part.readableBytes
+        if promise == nil, size < Self.smallPart, case .byteBuffer(var bytes) = part {
+            guard size > 0 else { return }
+            var buffer = gathered ?? context.channel.allocator.buffer(capacity: 4096)
+            if chunked {
+                buffer.writeHexadecimal(size)
+                buffer.writeStaticString("\r\n")
+                buffer.writeBuffer(&bytes)
+                buffer.writeStaticString("\r\n")
+            } else {
+                buffer.writeBuffer(&bytes)
+            }
+            gathered = buffer
+            if buffer.readableBytes >= Self.gatherLimit { writeGathered(context: context) }
+            return
+        }
+        writeGathered(context: context)
         guard chunked && size > 0 else {
             // Empty parts are not framed: an empty chunk would end the body.
             context.write(NIOAny(part), promise: promise)
@@ -61,8 +86,16 @@ private struct BodyWriter {
         context.write(NIOAny(IOData.byteBuffer(suffix)), promise: promise)
     }
 
+    /// Writes what was gathered, ahead of whatever comes next.
+    mutating func writeGathered(context: ChannelHandlerContext) {
+        guard let buffer = gathered else { return }
+        gathered = nil
+        context.write(NIOAny(IOData.byteBuffer(buffer)), promise: nil)
+    }
+
     /// Ends the message; the next one starts unchunked until its head says otherwise.
     mutating func end(_ trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        writeGathered(context: context)
         defer { chunked = false }
         if chunked {
             var buffer = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
@@ -100,6 +133,11 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         encode(unwrapOutboundIn(data), context: context, promise: promise)
     }
 
+    func flush(context: ChannelHandlerContext) {
+        body.writeGathered(context: context)
+        context.flush()
+    }
+
     /// Writes one part through `context` (this encoder's own). `ProxyServerHandler` calls it
     /// directly: going through the pipeline costs a dynamic cast of the part out of its
     /// `NIOAny` box, about 250 instructions a part (docs/performance.md).
@@ -116,6 +154,7 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
             let expectation: BodyExpectation = connect || !head.status.mayHaveResponseBody ? .no : .yes
             let framing = frame(&head.headers, expecting: expectation, version: head.version)
             body.chunked = !suppressBody && framing == .chunked
+            body.writeGathered(context: context)
             var buffer = context.channel.allocator.buffer(capacity: 512)
             buffer.writeStatusLine(head)
             buffer.writeHeaderBlock(head.headers)
@@ -144,6 +183,11 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
         encode(unwrapOutboundIn(data), context: context, promise: promise)
     }
 
+    func flush(context: ChannelHandlerContext) {
+        body.writeGathered(context: context)
+        context.flush()
+    }
+
     /// Writes one part through `context` (this encoder's own); `UpstreamHandler` calls it
     /// directly, as `ProxyServerHandler` does `ResponseEncoder`'s.
     func encode(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
@@ -153,6 +197,7 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
             // written as it is: guessing again here from the method (as NIO's encoder does) once
             // dropped the framing of a body the request did have.
             body.chunked = head.headers.contains(name: "transfer-encoding")
+            body.writeGathered(context: context)
             var buffer = context.channel.allocator.buffer(capacity: head.uri.utf8.count + 512)
             buffer.writeRequestLine(head)
             buffer.writeHeaderBlock(head.headers)

@@ -98,7 +98,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
             // Past its lifetime the connection ends: at once when idle, else after the response.
             lifeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(lifeTime))) { [self] in
                 closing = true
-                if exchange == nil && !discarding { self.context?.close(promise: nil) }
+                if exchange == nil && !discarding { closeAfterWrites() }
             }
         }
         armIdleTimer()
@@ -163,8 +163,32 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         guard let idleTime = listener.config.serverSession.idleTimeMs, let context, context.channel.isActive else { return }
         idleTimer?.cancel()
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(idleTime))) { [self] in
-            if exchange == nil && !discarding { self.context?.close(promise: nil) }
+            if exchange == nil && !discarding { closeAfterWrites() }
         }
+    }
+
+    /// How long a closing connection may take to write out what it has already answered.
+    static let flushGrace = TimeAmount.seconds(10)
+
+    /// Closes once everything written so far has gone out — the end of a response a slow client
+    /// is still reading is not cut — or after `flushGrace` at the latest.
+    private func closeAfterWrites() {
+        guard let context else { return }
+        guard let encoderContext else {
+            context.close(promise: nil)
+            return
+        }
+        let loopBound = context.loopBound
+        let written = context.eventLoop.makePromise(of: Void.self)
+        let cutOff = context.eventLoop.assumeIsolated().scheduleTask(in: Self.flushGrace) {
+            loopBound.value.close(promise: nil)
+        }
+        written.futureResult.whenComplete { _ in
+            cutOff.cancel()
+            loopBound.value.close(promise: nil)
+        }
+        // An empty write completes after every write before it.
+        encoderContext.writeAndFlush(NIOAny(IOData.byteBuffer(ByteBuffer())), promise: written)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -267,7 +291,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         if event is ChannelShouldQuiesceEvent {
             // Shutting down: idle connections close now, busy ones after the current response.
             closing = true
-            if exchange == nil { context.close(promise: nil) }
+            if exchange == nil { closeAfterWrites() }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -279,7 +303,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { exchange?.downstreamBecameWritable() }
+        if context.channel.isWritable {
+            exchange?.downstreamBecameWritable()
+            resumeReads()
+        }
         context.fireChannelWritabilityChanged()
     }
 
@@ -325,7 +352,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     // MARK: outbound
 
     func read(context: ChannelHandlerContext) {
-        if streamBroken || exchange?.holdsClientReads == true || queuedBytes > Self.maxQueuedBytes {
+        // Between exchanges, answers meshd makes itself (refusals, fast errors) pile up for a
+        // client that sends and never reads: reads wait until the client takes them.
+        let unreadAnswers = exchange == nil && !context.channel.isWritable
+        if streamBroken || exchange?.holdsClientReads == true || queuedBytes > Self.maxQueuedBytes || unreadAnswers {
             readPending = true
         } else {
             context.read()

@@ -206,6 +206,8 @@ struct ResponseParser {
             var framing = Framing()
             let fields = try parseFields(bytes, from: lineEnd + 2, framing: &framing)
             if framing.transferEncoded && framing.contentLength != nil { throw HTTPParserError.unexpectedContentLength }
+            // Forwarding the body without its coding would hand the client gzip as plain bytes.
+            if framing.otherCoding { throw UnsupportedTransferCoding() }
             let head = HTTPResponseHead(
                 version: minor == 1 ? .http1_1 : .http1_0, status: HTTPResponseStatus(statusCode: code), headers: HTTPHeaders(fields)
             )
@@ -228,6 +230,8 @@ struct ResponseParser {
         var contentLength: Int?
         var transferEncoded = false
         var chunked = false
+        /// A coding other than chunked (gzip, deflate…), which meshd does not decode.
+        var otherCoding = false
         var connectionClose = false
         var connectionKeepAlive = false
     }
@@ -302,6 +306,7 @@ struct ResponseParser {
                 // The last coding decides (RFC 9112 §6.3); later headers continue the list.
                 forEachOption(bytes, valueStart, valueEnd) { first, last in
                     framing.chunked = nameIs(chunkedOption, bytes, first, last)
+                    if !framing.chunked { framing.otherCoding = true }
                 }
             } else if nameIs(connectionName, bytes, lineStart, colon) {
                 forEachOption(bytes, valueStart, valueEnd) { first, last in
@@ -416,4 +421,10 @@ struct ResponseParser {
     private static func isFieldValueByte(_ byte: UInt8) -> Bool {
         byte == 0x09 || (byte >= 0x20 && byte != 0x7F)
     }
+}
+
+/// An upstream response with a transfer coding other than chunked (`Transfer-Encoding: gzip,
+/// chunked`): meshd neither decodes nor forwards such codings, so the response becomes a 502.
+struct UnsupportedTransferCoding: Error, CustomStringConvertible {
+    var description: String { "the response uses a transfer coding other than chunked (Transfer-Encoding: gzip or similar), which meshd does not forward" }
 }

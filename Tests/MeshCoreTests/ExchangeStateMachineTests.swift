@@ -405,6 +405,41 @@ import Testing
         #expect(Self.render(m.upstreamFailed(Failure("reset"), nothingReceived: false, now: 1)) == "close | pick(avoiding: 10.0.0.1:80)")
     }
 
+    /// A retryable response that stalls is not waited for: after `maxDiscardTime` its
+    /// connection closes and the retry goes.
+    @Test func aStalledRetryableResponseIsDroppedAfterTheDiscardTime() {
+        var m = Self.machine()
+        Self.connected(&m)
+        #expect(Self.render(m.responseHead(status: 503, upstreamSaysRetryable: false, now: 1_000 * Self.ms)) == "outcome:failed | none")
+        #expect(m.wakeUp == 2_000 * Self.ms)
+        #expect(Self.render(m.timerFired(now: 1_999 * Self.ms)) == "none")
+        #expect(Self.render(m.timerFired(now: 2_000 * Self.ms)) == "close | pick(avoiding: 10.0.0.1:80)")
+    }
+
+    /// One larger than `maxDiscardBytes` is not read to its end either: the discard's time is up
+    /// at once, and the timer that fires closes it.
+    @Test func aLargeRetryableResponseIsDroppedPastTheDiscardBytes() {
+        var m = Self.machine()
+        Self.connected(&m)
+        _ = m.responseHead(status: 503, upstreamSaysRetryable: false, now: 1_000 * Self.ms)
+        let first = m.responseBody(byteCount: 64 * 1024)
+        #expect(!first && m.wakeUp == 2_000 * Self.ms)
+        let second = m.responseBody(byteCount: 1)
+        #expect(!second && m.wakeUp == 0)
+        #expect(Self.render(m.timerFired(now: 1_001 * Self.ms)) == "close | pick(avoiding: 10.0.0.1:80)")
+    }
+
+    /// Many tiny parts: kept while their bytes fit the buffer and their cost (bytes plus a
+    /// per-part overhead) is under twice its size; past that, the request is not replayable.
+    @Test func tinyPartsAreChargedTheirOverhead() {
+        var m = Self.machine(Self.policy(method: "PUT", classifier: .retryableAll5XX, retryBufferBytes: 1_000, declaresBody: true))
+        Self.connected(&m, ended: false)
+        for index in 0..<30 { _ = m.requestBody(Self.part("p\(index)", 1)) }
+        #expect(m.keepsBodyForReplay)  // 30 × (1 + 64) = 1,950 ≤ 2,000
+        _ = m.requestBody(Self.part("p30", 1))
+        #expect(!m.keepsBodyForReplay)  // 31 × 65 = 2,015: only 31 bytes, but too many parts
+    }
+
     @Test func aFailedExchangeIsRetriedWhenTheClassifierSaysSo() {
         var m = Self.machine()
         Self.connected(&m)

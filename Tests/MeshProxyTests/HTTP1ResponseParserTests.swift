@@ -63,19 +63,24 @@ import Testing
 
     /// RFC 9112 §6.3: the last transfer coding decides; chunked anywhere else leaves the body
     /// delimited by the connection's close.
-    @Test func theLastTransferCodingDecidesTheFraming() {
-        expectSameForEveryRead(
+    /// A coding other than chunked (gzip, in any position) is refused: forwarded without it the
+    /// client would get gzip bytes presented as the body.
+    @Test func aTransferCodingOtherThanChunkedIsRefused() {
+        for stream in [
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-            methods: [.GET],
-            parse: [head(200, ["Transfer-Encoding: gzip, chunked"]), body("abc"), end()]
-        )
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+        ] {
+            var parser = ResponseParser()
+            parser.requestSent(.GET)
+            var events: [ResponseParser.Event] = []
+            #expect(throws: UnsupportedTransferCoding.self, "\(stream.debugDescription)") { try parser.feed(buffer(stream), into: &events) }
+            #expect(events.isEmpty)
+        }
         expectSameForEveryRead(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-            methods: [.GET], closeAtEnd: true,
-            parse: [
-                head(200, ["Transfer-Encoding: chunked", "Transfer-Encoding: gzip"], keepAlive: false),
-                body("3\r\nabc\r\n0\r\n\r\n"), end(),
-            ]
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            methods: [.GET],
+            parse: [head(200, ["Transfer-Encoding: Chunked"]), body("abc"), end()]
         )
     }
 

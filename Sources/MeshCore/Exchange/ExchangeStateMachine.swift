@@ -37,8 +37,9 @@ public struct ExchangeStateMachine<Part: ExchangeBodyPart, Budgets: ExchangeBudg
         case between
         case leasing
         case connected
-        /// Reading away a retryable response before trying again.
-        case discarding
+        /// Reading away a retryable response before trying again, until the given time (a
+        /// response that takes longer, or is larger, has its connection closed instead).
+        case discarding(until: UInt64)
         case backingOff(until: UInt64)
         case finished
     }
@@ -68,8 +69,14 @@ public struct ExchangeStateMachine<Part: ExchangeBodyPart, Budgets: ExchangeBudg
     private var sentParts = 0
     private var keepForReplay = true
     private var bodyReceived = false
+    /// Body bytes of the retryable response being read away.
+    private var discardedBytes = 0
+    /// The kept parts' bytes plus a per-part overhead, bounded by twice `retryBufferBytes`.
+    private var keptCost = 0
     /// The client has sent the whole request.
     public private(set) var requestEnded = false
+    /// Whether the body parts received so far are kept for a replay.
+    public var keepsBodyForReplay: Bool { keepForReplay }
     /// The whole request went out on the current connection.
     private var requestSent = false
     /// The response head went to the client (meshd's own or the upstream's).
@@ -94,9 +101,9 @@ public struct ExchangeStateMachine<Part: ExchangeBodyPart, Budgets: ExchangeBudg
         let other: UInt64?
         switch phase {
         case .idle, .finished: return nil
-        case .binding(let until), .backingOff(let until): other = until
+        case .binding(let until), .backingOff(let until), .discarding(let until): other = until
         case .leasing, .connected: other = attemptEndsAt
-        case .between, .discarding: other = nil
+        case .between: other = nil
         }
         switch (deadline, other) {
         case (let a?, let b?): return min(a, b)
@@ -231,7 +238,10 @@ public struct ExchangeStateMachine<Part: ExchangeBodyPart, Budgets: ExchangeBudg
         bodyReceived = true
         summary.requestBytes += part.byteCount
         body.append(part)
-        if keepForReplay && summary.requestBytes > policy.retryBufferBytes {
+        keptCost += part.byteCount + policy.partOverheadBytes
+        // The bytes decide (a body up to `retryBufferBytes` is kept), and the cost with the
+        // per-part overhead may be at most twice that (many tiny chunks).
+        if keepForReplay && (summary.requestBytes > policy.retryBufferBytes || keptCost > 2 * policy.retryBufferBytes) {
             // Too large to keep: this request will not be replayed; drop what was sent.
             keepForReplay = false
             body.removeFirst(sentParts)
@@ -277,7 +287,8 @@ public struct ExchangeStateMachine<Part: ExchangeBodyPart, Budgets: ExchangeBudg
         var step = ExchangeStep<Part>()
         if responseClass.isRetryable, mayRetry(now: now, counters: &step.counters) {
             step.outcome = endAttempt(success: false, now: now)
-            phase = .discarding
+            phase = .discarding(until: now.saturatingAdding(policy.maxDiscardTime))
+            discardedBytes = 0
             return step
         }
         summary.status = status
@@ -291,9 +302,18 @@ public struct ExchangeStateMachine<Part: ExchangeBodyPart, Budgets: ExchangeBudg
     /// A part of the response body: whether to forward it (false while a retryable response
     /// is read away).
     public mutating func responseBody(byteCount: Int) -> Bool {
-        guard case .connected = phase else { return false }
-        summary.responseBytes += byteCount
-        return true
+        switch phase {
+        case .connected:
+            summary.responseBytes += byteCount
+            return true
+        case .discarding:
+            discardedBytes += byteCount
+            // Too much to read away: the discard's time is up (`wakeUp` is now).
+            if discardedBytes > policy.maxDiscardBytes { phase = .discarding(until: 0) }
+            return false
+        default:
+            return false
+        }
     }
 
     /// The end of the response. `reclassified`: the class its end gives it (gRPC's status in
@@ -376,6 +396,12 @@ public struct ExchangeStateMachine<Part: ExchangeBodyPart, Budgets: ExchangeBudg
         case .leasing, .connected:
             guard let endsAt = attemptEndsAt, now >= endsAt else { return ExchangeStep() }
             return attemptTimedOut(now: now)
+        case .discarding(let until) where now >= until:
+            // The retryable response is slow or large: drop its connection, retry now.
+            var step = ExchangeStep<Part>()
+            step.connection = .close
+            phase = .between
+            return retryAfterBackoff(now: now, into: step)
         default:
             return ExchangeStep()
         }

@@ -96,6 +96,14 @@ public struct ExchangePolicy: Sendable {
     public var maxRequeues = 3
     public var maxStaleResends = 2
     public var maxInformational = 16
+    /// A retryable response is read away (so that its connection can be reused) for at most
+    /// this long and this many body bytes; past either, its connection closes and the retry goes.
+    public var maxDiscardTime: UInt64 = 1_000_000_000
+    public var maxDiscardBytes = 64 * 1024
+    /// What keeping one body part for replay is charged beyond its bytes (its slot, its buffer's
+    /// header): parts are kept while their bytes fit `retryBufferBytes` and their cost twice
+    /// that, so that many tiny chunks cannot hold far more memory than the buffer's size.
+    public var partOverheadBytes = 64
 
     public init(
         deadline: ExchangeDeadline?, attemptTimeout: UInt64?, bindingTimeout: UInt64, maxRetries: Int, retryBufferBytes: Int,

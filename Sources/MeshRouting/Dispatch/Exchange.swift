@@ -292,8 +292,17 @@ package final class Exchange: UpstreamResponseReceiver {
     }
 
     package func requestBody(_ part: ByteBuffer) {
+        var part = part
+        if machine.keepsBodyForReplay, part.readableBytes < Self.compactBelow, part.storageCapacity > 2 * part.readableBytes {
+            // Kept for a replay, a small slice would hold its whole read buffer alive: keep a
+            // copy of just its bytes instead.
+            part = ByteBuffer(bytes: part.readableBytesView)
+        }
         run(machine.requestBody(part), now: 0)
     }
+
+    /// Body parts smaller than this are copied when kept for replay.
+    static let compactBelow = 4096
 
     package func requestEnd(_ trailers: HTTPHeaders?) {
         if machine.isFinished {
@@ -343,7 +352,12 @@ package final class Exchange: UpstreamResponseReceiver {
     }
 
     package func upstreamReceived(body: ByteBuffer) {
-        if machine.responseBody(byteCount: body.readableBytes) { downstream.forwardBody(body) }
+        if machine.responseBody(byteCount: body.readableBytes) {
+            downstream.forwardBody(body)
+        } else {
+            // Read away (a retryable response): the machine may have cut the discard short.
+            setTimer()
+        }
     }
 
     package func upstreamReceived(end: HTTPHeaders?) {
