@@ -97,7 +97,7 @@ let package = Package(
         .target(
             name: "MeshAdmin",
             dependencies: [
-                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshProxy", "MeshRouting", "MeshTelemetry",
+                "MeshCore", "MeshConfig", "MeshDiscovery", "MeshProxy", "MeshRouting", "MeshTLS", "MeshTelemetry",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),

@@ -38,6 +38,7 @@ SCENARIOS = {
     "small-c1": ("/", 1, 1, False, "HTTP/1.1, 2-byte responses, 1 connection"),
     "large": ("/large", 10, 1, False, "HTTP/1.1, 1 MiB responses, 10 connections"),
     "tls": ("/", 50, 1, True, "TLS termination (self-signed), 2-byte responses, 50 connections"),
+    "tls-handshake": ("/", 50, 1, True, "TLS termination, a new connection and handshake per request (Connection: close), 50 connections"),
     "h2c": ("/", 10, 1, False, "h2c with h2load, 10 connections × 10 streams"),
 }
 PERCENTILES_LUA = """
@@ -209,9 +210,8 @@ http {{
         return None
 
     def start_meshd(self, port, workers, core, tls, binary=None):
-        if tls:
-            return "skip: meshd does not terminate TLS yet"
         config = self.work / f"meshd-{port}.yaml"
+        server_tls = f", tls: {{certPath: {self.cert}, keyPath: {self.key}}}" if tls else ""
         config.write_text(f"""
 admin: {{ip: 127.0.0.1, port: {free_port()}}}
 routers:
@@ -219,7 +219,7 @@ routers:
   label: bench
   identifier: {{kind: io.l5d.static, path: /bench}}
   dtab: /svc/bench => /$/inet/127.0.0.1/{self.upstream_port};
-  servers: [{{ip: 127.0.0.1, port: {port}}}]
+  servers: [{{ip: 127.0.0.1, port: {port}{server_tls}}}]
 """)
         popen = subprocess.Popen(pinned(core) + [binary or self.args.meshd, "run", "--config", str(config), "--threads", str(workers),
                                                  "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -358,7 +358,8 @@ http {{
         else:
             script = self.work / "percentiles.lua"
             script.write_text(PERCENTILES_LUA)
-            out = subprocess.run(pinned(core) + ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+            close = ["-H", "Connection: close"] if scenario == "tls-handshake" else []
+            out = subprocess.run(pinned(core) + ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script)] + close + [url],
                                  capture_output=True, text=True, timeout=duration + 60).stdout
             stop.set()
             sampler.join()

@@ -6,6 +6,7 @@ import MeshConfig
 import MeshCore
 import MeshDiscovery
 import MeshProxy
+import MeshTLS
 import MeshTelemetry
 import NIOCore
 
@@ -46,7 +47,7 @@ public struct AdminRoutes: Sendable {
         "/admin/ping", "/admin/ready", "/admin/metrics/prometheus", "/admin/metrics.json", "/config.json",
         "/admin/listeners.json", "/client_state.json", "/namer_state/<kind>.json", "/bound-names.json",
         "/delegator.json?path=/svc/NAME[&namespace=ROUTER][&dtab=DENTRIES]", "/delegator", "/requests (io.l5d.recentRequests)",
-        "/admin/shutdown (POST)",
+        "/admin/tls.json", "/admin/shutdown (POST)",
     ]
 
     /// Answers `method path?query`.
@@ -64,6 +65,8 @@ public struct AdminRoutes: Sendable {
             return linker.isReady ? .text("ready") : .text("not ready", status: 503)
         case "/config.json":
             return .json(linker.config.json)
+        case "/admin/tls.json":
+            return .json(linker.tls.summary)
         case "/admin/metrics.json":
             let pretty = query.split(separator: "&").contains("pretty=1")
             return .json(.object(linker.metrics.samples().map { ($0.0, .double($0.1)) }), pretty: pretty)

@@ -3,6 +3,7 @@
 
 import Logging
 import MeshConfig
+import MeshRouting
 import MeshTelemetry
 import NIOCore
 import NIOHTTP1
@@ -18,12 +19,13 @@ public final class AdminServer: Sendable {
     public var boundAddress: SocketAddress? { channel.localAddress }
 
     /// Binds the admin listener. Throws `ConfigErrors` naming `admin` when it cannot bind.
-    public static func start(config: AdminConfig, routes: AdminRoutes, group: any EventLoopGroup) async throws -> AdminServer {
+    package static func start(config: AdminConfig, routes: AdminRoutes, group: any EventLoopGroup, transport: (any ListenerTransport)? = nil) async throws -> AdminServer {
         do {
             let channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        try transport?.configure(channel)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                         try channel.pipeline.syncOperations.addHandler(AdminHandler(routes: routes))
                     }

@@ -49,6 +49,8 @@ private func frame(_ headers: inout HTTPHeaders, expecting body: BodyExpectation
 private struct BodyWriter {
     var chunked = false
     private var gathered: ByteBuffer?
+    /// Whether `gathered` is a buffer of the writer's own (else a part held as it came).
+    private var gatheredIsOwned = false
 
     static let smallPart = 1024
     static let gatherLimit = 16 * 1024
@@ -57,7 +59,20 @@ private struct BodyWriter {
         let size = part.readableBytes
         if promise == nil, size < Self.smallPart, case .byteBuffer(var bytes) = part {
             guard size > 0 else { return }
-            var buffer = gathered ?? context.channel.allocator.buffer(capacity: 4096)
+            if !chunked, gathered == nil {
+                // Often the only part (a short response): held as it is, not copied.
+                gathered = bytes
+                gatheredIsOwned = false
+                return
+            }
+            var buffer: ByteBuffer
+            if let held = gathered, gatheredIsOwned {
+                buffer = held
+                gathered = nil  // one reference while it grows
+            } else {
+                buffer = context.channel.allocator.buffer(capacity: chunked && gathered == nil ? size + 16 : 4096)
+                if var held = gathered { buffer.writeBuffer(&held) }
+            }
             if chunked {
                 buffer.writeHexadecimal(size)
                 buffer.writeStaticString("\r\n")
@@ -67,6 +82,7 @@ private struct BodyWriter {
                 buffer.writeBuffer(&bytes)
             }
             gathered = buffer
+            gatheredIsOwned = true
             if buffer.readableBytes >= Self.gatherLimit { writeGathered(context: context) }
             return
         }

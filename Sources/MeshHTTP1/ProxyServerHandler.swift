@@ -29,6 +29,9 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     /// `NIOAny` and cast back out by the pipeline (HeadEncoders.swift). Nil when the encoder is
     /// not in this pipeline; parts then go through it.
     private var encoderContext: ChannelHandlerContext?
+    /// The client's certificate identity (TLS listeners), read at the first request.
+    private var peer: PeerIdentity?
+    private var peerRead = false
     var random: SplitMix64
     private(set) var context: ChannelHandlerContext?
     private var exchange: Exchange?
@@ -374,7 +377,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     private func startRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let start = NIODeadline.now().uptimeNanoseconds
         idleTimer?.cancel()
-        switch dispatcher.dispatch(head, start: start, random: &random) {
+        if !peerRead, let transport = listener.transport {
+            // The handshake is done by the first request: who the client is, once per connection.
+            peerRead = true
+            peer = transport.peer(of: context.channel)
+        }
+        switch dispatcher.dispatch(head, start: start, random: &random, peer: peer) {
         case .rejected(let error, let closeConnection, let holdsSlot):
             if closeConnection { closing = true }
             reject(error, head: head, start: start, counted: holdsSlot)

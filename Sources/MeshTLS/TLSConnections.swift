@@ -175,6 +175,18 @@ package struct ServerTLSTransport: ListenerTransport {
         try sync.addHandler(NIOSSLServerHandler(context: source.context))
         try sync.addHandler(ServerHandshakeObserver(recorder: recorder))
     }
+
+    package func peer(of channel: any Channel) -> PeerIdentity? {
+        guard let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+              let certificate = handler.peerCertificate else { return nil }
+        let summary = CertificateSummary(certificate)
+        return PeerIdentity(
+            uris: summary.uris, dnsNames: summary.dnsNames, commonName: summary.hasCommonName ? summary.commonName : nil,
+            subject: summary.subject, certificateHash: summary.sha256
+        )
+    }
+
+    package var ownIdentity: String? { source.loaded.own?.uris.first }
 }
 
 /// Right behind the TLS handler: counts the handshake, and keeps a failed one (and any TLS

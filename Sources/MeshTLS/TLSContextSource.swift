@@ -35,7 +35,14 @@ package enum TLSRole: Sendable, Hashable {
         }
     }
 
-    var files: [ConfiguredFile] {
+    package var protocols: [TLSProtocolVersion] {
+        switch self {
+        case .server(_, _, let config): return config.protocols
+        case .client(_, let config): return config.protocols
+        }
+    }
+
+    package var files: [ConfiguredFile] {
         switch self {
         case .server(_, _, let config): return config.files
         case .client(_, let config): return config.files

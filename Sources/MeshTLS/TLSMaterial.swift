@@ -8,6 +8,7 @@
 import Glibc
 #endif
 import MeshConfig
+import MeshCore
 import NIOSSL
 
 /// Why a TLS file cannot be used.
@@ -36,6 +37,8 @@ package struct CertificateSummary: Sendable, Hashable {
     package var uris: [String]
     package var ipAddresses: [String]
     package var serial: String
+    /// SHA-256 of the certificate's DER encoding, hex.
+    package var sha256: String
     /// Seconds since the Unix epoch.
     package var notBefore: Int
     package var notAfter: Int
@@ -62,6 +65,7 @@ package struct CertificateSummary: Sendable, Hashable {
             let hex = String(byte, radix: 16)
             return hex.count == 1 ? "0" + hex : hex
         }.joined()
+        sha256 = SHA256.hex((try? certificate.toDERBytes()) ?? [])
         notBefore = Int(certificate.notValidBefore)
         notAfter = Int(certificate.notValidAfter)
     }
@@ -90,6 +94,20 @@ package struct CertificateSummary: Sendable, Hashable {
         guard bytes.count == 16 else { return bytes.map { String($0, radix: 16) }.joined(separator: ":") }
         return stride(from: 0, to: 16, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }.joined(separator: ":")
     }
+
+    /// For `/admin/tls.json`.
+    package var json: JSONValue {
+        .object([
+            ("subject", .string(subject)), ("issuer", .string(issuer)),
+            ("dnsNames", .array(dnsNames.map { .string($0) })), ("uris", .array(uris.map { .string($0) })),
+            ("ipAddresses", .array(ipAddresses.map { .string($0) })), ("serial", .string(serial)),
+            ("notBefore", .string(TLSFiles.utc(notBefore))), ("notAfter", .string(TLSFiles.utc(notAfter))),
+            ("sha256", .string(sha256)),
+        ])
+    }
+
+    /// Whether the subject has a common name.
+    package var hasCommonName: Bool { commonName != subject || subject.hasPrefix("CN=") }
 
     /// The subject's common name, or the whole subject when it has none.
     package var commonName: String {

@@ -4,6 +4,7 @@
 
 import Logging
 import MeshConfig
+import MeshCore
 import MeshRouting
 import MeshTelemetry
 import NIOConcurrencyHelpers
@@ -25,6 +26,14 @@ package final class TLSSet: Sendable {
         var errors: [ConfigError] = []
         var servers: [String: TLSContextSource] = [:]
         var clients: [TLSContextSource] = []
+        if let tls = config.admin.tls {
+            let address = ServerConfigAddress.text(ip: config.admin.ip, port: config.admin.port)
+            do {
+                servers[key(adminLabel, address)] = try TLSContextSource(.server(router: adminLabel, address: address, tls), metrics: metrics, logger: logger)
+            } catch {
+                errors.append(error.configError)
+            }
+        }
         for router in config.routers {
             for server in router.servers {
                 guard let tls = server.tls else { continue }
@@ -60,6 +69,36 @@ package final class TLSSet: Sendable {
 
     private static func key(_ router: String, _ address: String) -> String { router + " " + address }
 
+    /// The `router` label of the admin listener's TLS metrics and log lines.
+    package static let adminLabel = "admin"
+
+    /// What the admin listener puts in front of its codec; nil for a plain one.
+    package func adminTransport(_ admin: AdminConfig) -> (any ListenerTransport)? {
+        guard admin.tls != nil, let source = servers[Self.key(Self.adminLabel, ServerConfigAddress.text(ip: admin.ip, port: admin.port))] else { return nil }
+        return ServerTLSTransport(source: source, metrics: metrics, logger: logger)
+    }
+
+    /// What `/admin/tls.json` shows: every context, its files and certificates (never a key).
+    package var summary: JSONValue {
+        .array(sources.map { source -> JSONValue in
+            let loaded = source.loaded
+            var pairs: [(String, JSONValue)] = []
+            switch source.role {
+            case .server(let router, let address, let config):
+                pairs += [("router", .string(router)), ("side", .string("server")), ("address", .string(address)),
+                          ("requireClientAuth", .bool(config.requireClientAuth))]
+            case .client(let router, let config):
+                pairs += [("router", .string(router)), ("side", .string("client")), ("disableValidation", .bool(config.disableValidation))]
+            }
+            pairs.append(("protocols", .array(source.role.protocols.map { .string($0.rawValue) })))
+            pairs.append(("files", .array(source.role.files.map { .string($0.path) })))
+            pairs.append(("loadedAt", .string(TLSFiles.utc(loaded.loadedAt))))
+            pairs.append(("certificate", loaded.own.map(\.json) ?? .null))
+            pairs.append(("trusted", .array(loaded.trusted.map(\.json))))
+            return .object(pairs)
+        })
+    }
+
     /// What a listener puts in front of its codec; nil for a plain one.
     package func transport(router: String, server: ServerConfig) -> (any ListenerTransport)? {
         guard server.tls != nil, let source = servers[Self.key(router, server.address)] else { return nil }
@@ -89,4 +128,9 @@ package final class TLSSet: Sendable {
     package func stop() {
         reloader.withLockedValue { $0?.cancel(); $0 = nil }
     }
+}
+
+/// `ip:port`, bracketing IPv6, as `ServerConfig.address` writes a listener's.
+enum ServerConfigAddress {
+    static func text(ip: String, port: Int) -> String { ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
 }

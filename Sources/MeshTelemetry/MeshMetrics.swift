@@ -10,6 +10,7 @@
 
 import MeshCore
 import Prometheus
+import Synchronization
 
 public final class MeshMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
@@ -345,6 +346,26 @@ public final class TLSMetrics: Sendable {
 
     public func remove(_ gauge: Gauge) {
         registry.unregisterGauge(gauge)
+    }
+
+    /// Distinct caller identities that get a series of their own in `accessDenied`; the rest
+    /// share `identity="other"`.
+    public static let deniedIdentityLimit = 100
+    private let deniedIdentities = Mutex<Set<String>>([])
+
+    /// Requests an mTLS listener's `allow` rules refused, by the caller's identity (its first
+    /// URI SAN, DNS SAN or CN; at most `deniedIdentityLimit` of them, then `other`).
+    public func accessDenied(router: String, identity: String) -> Counter {
+        let label = deniedIdentities.withLock { seen -> String in
+            if seen.contains(identity) { return identity }
+            guard seen.count < Self.deniedIdentityLimit else { return "other" }
+            seen.insert(identity)
+            return identity
+        }
+        return registry.makeCounter(
+            descriptor: .init(metricName: "meshd_tls_access_denied_total", unitName: "", helpText: "Requests refused (403) because the caller's certificate identity may not call the name, by router and identity."),
+            labels: [("router", router), ("identity", label)]
+        )
     }
 
     public func expiry(router: String, side: String, path: String, subject: String) -> Gauge {

@@ -104,7 +104,7 @@ struct MeshdService: Service {
         let shutdown = ShutdownRequest()
         let adminAddress = NIOLockedValueBox("")
         let routes = AdminRoutes(linker: linker, adminAddress: { adminAddress.withLockedValue { $0 } }) { shutdown.request() }
-        let admin = try await AdminServer.start(config: config.admin, routes: routes, group: adminGroup)
+        let admin = try await AdminServer.start(config: config.admin, routes: routes, group: adminGroup, transport: linker.tls.adminTransport(config.admin))
         adminAddress.withLockedValue { $0 = admin.boundAddress.map(AddressText.describe) ?? "" }
         do {
             try await linker.start()

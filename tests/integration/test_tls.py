@@ -499,3 +499,211 @@ def test_clients_resume_sessions(start_meshd, upstream, pki, tmp_path, version):
     again = subprocess.run(base + ["-sess_in", str(session), "-ign_eof"], input=request, capture_output=True, text=True, timeout=20)
     assert "Reused," in again.stdout, again.stdout
     assert "HTTP/1.1 200" in again.stdout
+
+
+def test_admin_tls_and_tls_json(tmp_path, pki, upstream):
+    """The admin listener takes the same tls block; /admin/tls.json lists what is loaded and
+    never a key."""
+    cert, key, issued = pki.issue("localhost", dns=["localhost"], uris=["spiffe://test/meshd"])
+    admin_port = free_port()
+    text = tls_router(cert, key, upstream_port=upstream.port).replace(
+        "admin: {ip: 127.0.0.1, port: 0}",
+        f"admin:\n  ip: 127.0.0.1\n  port: {admin_port}\n  tls: {{certPath: {cert}, keyPath: {key}}}",
+    )
+    path = write_config(tmp_path, text)
+    proc = subprocess.Popen([MESHD_BIN, "run", "--config", str(path), "--log-format", "json"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        context = client_context(pki.path)
+        def admin_get(path):
+            with httpx.Client(verify=context) as client:
+                return client.get(f"https://localhost:{admin_port}{path}", timeout=5)
+        def ready():
+            try:
+                return admin_get("/admin/ready").status_code == 200
+            except httpx.HTTPError:
+                return False
+        assert wait_until(ready, timeout=30)
+        # Plain HTTP to the admin port gets nothing.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{admin_port}/admin/ping", timeout=5)
+        body = admin_get("/admin/tls.json").text
+        assert "PRIVATE" not in body and key.read_text().splitlines()[1] not in body
+        listing = json.loads(body)
+        sides = sorted((entry["router"], entry["side"]) for entry in listing)
+        assert sides == [("admin", "server"), ("http", "server")]
+        entry = next(e for e in listing if e["router"] == "http")
+        certificate = entry["certificate"]
+        assert int(certificate["serial"], 16) == issued.serial_number
+        assert certificate["dnsNames"] == ["localhost"] and certificate["uris"] == ["spiffe://test/meshd"]
+        assert certificate["subject"] == "CN=localhost"
+        der = issued.public_bytes(__import__("cryptography").hazmat.primitives.serialization.Encoding.DER)
+        assert certificate["sha256"] == __import__("hashlib").sha256(der).hexdigest()
+        metrics = admin_get("/admin/metrics/prometheus").text
+        expiry = [l for l in metrics.splitlines() if l.startswith("meshd_tls_certificate_expiry_timestamp_seconds{") and 'subject="CN=localhost"' in l]
+        assert expiry and abs(float(expiry[0].rsplit(" ", 1)[1]) - issued.not_valid_after_utc.timestamp()) < 1
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+# ---- identity-based access and x-forwarded-client-cert ------------------------------------------
+
+def identity_router(pki, cert, key, upstream_port, allow, extra_client=""):
+    return f"""admin: {{ip: 127.0.0.1, port: 0}}
+routers:
+- protocol: http
+  identifier: {{kind: io.l5d.path, segments: 1}}
+  dtab: /svc => /$/inet/127.0.0.1/{upstream_port};
+{extra_client}
+  servers:
+  - ip: 127.0.0.1
+    port: 0
+    tls:
+      certPath: {cert}
+      keyPath: {key}
+      caCertPath: {pki.path}
+      requireClientAuth: true
+      allow:
+{allow}
+"""
+
+
+def test_allow_rules_let_only_named_callers_call_named_services(start_meshd, upstream, pki):
+    cert, key, _ = pki.issue("localhost", dns=["localhost"])
+    web_cert, web_key, _ = pki.issue("web", uris=["spiffe://test/ns/web/sa/frontend"], file_stem="web")
+    jobs_cert, jobs_key, _ = pki.issue("jobs", uris=["spiffe://test/ns/jobs/sa/cron"], file_stem="jobs")
+    ops_cert, ops_key, _ = pki.issue("ops.test", dns=["ops.test"], file_stem="ops")
+    allow = """      - identities: [spiffe://test/ns/web/*]
+        paths: [/svc/users, /svc/orders]
+      - identities: [ops.test]"""
+    meshd = start_meshd(identity_router(pki, cert, key, upstream.port, allow))
+    web = client_context(pki.path, web_cert, web_key)
+    jobs = client_context(pki.path, jobs_cert, jobs_key)
+    ops = client_context(pki.path, ops_cert, ops_key)
+    assert https_get(meshd, web, "/users/1")[0] == 200
+    assert https_get(meshd, web, "/orders")[0] == 200
+    status, body, _ = https_get(meshd, web, "/billing")
+    assert status == 403
+    assert b"spiffe://test/ns/web/sa/frontend may not call /svc/billing" in body
+    status, _, _ = https_get(meshd, jobs, "/users/1")
+    assert status == 403
+    # A rule without paths allows every name.
+    assert https_get(meshd, ops, "/billing")[0] == 200
+    assert [r["path"] for r in upstream.requests] == ["/users/1", "/orders", "/billing"]
+    assert counter(meshd, "meshd_tls_access_denied_total", identity="spiffe://test/ns/web/sa/frontend") == 1
+    assert counter(meshd, "meshd_tls_access_denied_total", identity="spiffe://test/ns/jobs/sa/cron") == 1
+    assert counter(meshd, "meshd_router_errors_total", reason="forbidden") == 2
+
+
+def test_allow_needs_client_certificates(tmp_path, pki):
+    cert, key, _ = pki.issue("localhost", dns=["localhost"])
+    text = tls_router(cert, key, upstream_port=1, extra_tls="      allow: [{identities: ['*'], paths: [/svc]}]")
+    code, stderr = check(tmp_path, text)
+    assert code == 1 and "allow needs requireClientAuth" in stderr
+    text = identity_router(pki, cert, key, 1, "      - {identities: ['spiffe://*/web'], paths: ['no-slash']}")
+    code, stderr = check(tmp_path, text)
+    assert code == 1 and "* may only end an identity" in stderr and "is not a path" in stderr
+
+
+def test_forward_client_cert_replaces_what_the_client_sent(start_meshd, upstream, pki):
+    cert, key, _ = pki.issue("localhost", dns=["localhost"], uris=["spiffe://test/meshd/incoming"])
+    caller_cert, caller_key, caller = pki.issue("caller", uris=["spiffe://test/ns/web/sa/frontend"], dns=["web.test"], file_stem="caller")
+    meshd = start_meshd(identity_router(pki, cert, key, upstream.port, "      - identities: ['*']",
+                                        extra_client="  client: {forwardClientCert: true}"))
+    context = client_context(pki.path, caller_cert, caller_key)
+    address, port = meshd.router()
+    conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+    conn.request("GET", "/app", headers={"x-forwarded-client-cert": "By=spoofed;Hash=00;URI=spiffe://evil"})
+    assert conn.getresponse().read()
+    conn.close()
+    headers = dict((k.lower(), v) for k, v in upstream.requests[0]["headers"])
+    from cryptography.hazmat.primitives.serialization import Encoding
+    import hashlib
+    digest = hashlib.sha256(caller.public_bytes(Encoding.DER)).hexdigest()
+    assert headers["x-forwarded-client-cert"] == (
+        f'By=spiffe://test/meshd/incoming;Hash={digest};Subject="CN=caller";URI=spiffe://test/ns/web/sa/frontend;DNS=web.test'
+    )
+    # The spoofed one is gone, not kept beside it.
+    assert sum(1 for k, _ in upstream.requests[0]["headers"] if k.lower() == "x-forwarded-client-cert") == 1
+
+
+def test_rotating_both_sides_of_linker_to_linker_mtls_under_load(start_meshd, upstream, pki, tmp_path):
+    """The incoming listener's certificate and the outgoing client's certificate are both
+    replaced while requests flow: none fails, and new handshakes carry the new certificates
+    (the app sees the new client certificate's hash in x-forwarded-client-cert)."""
+    live = tmp_path / "live"
+    live.mkdir()
+    from cryptography.hazmat.primitives.serialization import Encoding
+    import hashlib
+    names = {}
+    for side in ("in", "out"):
+        for generation in (1, 2):
+            names[side, generation] = pki.issue(f"{side}.mesh", dns=[f"{side}.mesh"], uris=[f"spiffe://test/{side}"],
+                                                file_stem=f"{side}{generation}")
+    for side in ("in", "out"):
+        shutil.copy(names[side, 1][0], live / f"{side}.pem")
+        shutil.copy(names[side, 1][1], live / f"{side}.key")
+    incoming_port = free_port()
+    incoming = start_meshd(f"""admin: {{ip: 127.0.0.1, port: 0}}
+routers:
+- protocol: http
+  label: incoming
+  identifier: {{kind: io.l5d.static, path: /app}}
+  dtab: /svc/app => /$/inet/127.0.0.1/{upstream.port};
+  client: {{forwardClientCert: true}}
+  servers:
+  - ip: 127.0.0.1
+    port: {incoming_port}
+    tls: {{certPath: {live / "in.pem"}, keyPath: {live / "in.key"}, caCertPath: {pki.path}, requireClientAuth: true}}
+""")
+    outgoing = start_meshd(f"""admin: {{ip: 127.0.0.1, port: 0}}
+routers:
+- protocol: http
+  label: outgoing
+  identifier: {{kind: io.l5d.static, path: /app}}
+  dtab: /svc/app => /$/inet/127.0.0.1/{incoming_port};
+  client:
+    clientSession: {{lifeTimeMs: 300}}
+    tls:
+      commonName: in.mesh
+      trustCerts: [{pki.path}]
+      clientAuth: {{certPath: {live / "out.pem"}, keyPath: {live / "out.key"}}}
+  servers:
+  - ip: 127.0.0.1
+    port: 0
+""")
+    new_out_hash = hashlib.sha256(names["out", 2][2].public_bytes(Encoding.DER)).hexdigest()
+    probe = client_context(pki.path, names["out", 1][0], names["out", 1][1])
+
+    def incoming_serial():
+        raw = socket.create_connection(("127.0.0.1", incoming_port), timeout=10)
+        with probe.wrap_socket(raw, server_hostname="in.mesh") as tls:
+            return int(tls.getpeercert()["serialNumber"], 16)
+
+    assert incoming_serial() == names["in", 1][2].serial_number
+    statuses = []
+    rotated = False
+    seen_new_client = False
+    deadline = time.monotonic() + 60
+    with httpx.Client() as client:
+        for i in range(3000):
+            response = client.get(outgoing.url("outgoing", f"/r/{i}"), timeout=20)
+            statuses.append(response.status_code)
+            if i == 50 and not rotated:
+                # Keys first, then certificates, as an operator would copy them.
+                shutil.copy(names["in", 2][1], live / "in.key")
+                shutil.copy(names["out", 2][1], live / "out.key")
+                shutil.copy(names["in", 2][0], live / "in.pem")
+                shutil.copy(names["out", 2][0], live / "out.pem")
+                rotated = True
+            if rotated and not seen_new_client:
+                forwarded = dict((k.lower(), v) for k, v in upstream.requests[-1]["headers"])["x-forwarded-client-cert"]
+                seen_new_client = f"Hash={new_out_hash}" in forwarded
+            if seen_new_client and incoming_serial() == names["in", 2][2].serial_number:
+                break
+            assert time.monotonic() < deadline, "the new certificates did not show within 60 s"
+    assert seen_new_client
+    assert incoming_serial() == names["in", 2][2].serial_number
+    assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+    assert len(statuses) > 51

@@ -12,6 +12,8 @@ public struct AdminConfig: Sendable, Hashable, JSONRepresentable {
     /// Owners (clients, services, endpoints) per metric scope whose series are kept apart, 1–1,000,000;
     /// owners past it share series labelled `other`. Default 1,000. meshd's own key.
     public var metricSeriesLimit: Int = 1000
+    /// TLS on the admin listener, the same block as a server's (docs/config/tls.md). Default: plain.
+    public var tls: ServerTLSConfig?
     public var origin: ConfigOrigin = .builtIn
 
     public init() {}
@@ -25,14 +27,17 @@ public struct AdminConfig: Sendable, Hashable, JSONRepresentable {
         config.shutdownGraceMs = m.int("shutdownGraceMs", in: 0...3_600_000) ?? config.shutdownGraceMs
         config.metricSeriesLimit = m.int("metricSeriesLimit", in: 1...1_000_000) ?? config.metricSeriesLimit
         m.accepted(["workerThreads"])
-        m.unsupported(["tls"], "the admin server speaks plain HTTP; keep it on loopback")
+        if let tls = m.optional("tls"), let parsed = ServerTLSConfig.read(tls), parsed.enabled { config.tls = parsed }
         m.unsupported(["socketOptions", "httpIdentifierPort", "security"], "remove it")
         m.finish()
         return config
     }
 
     public var json: JSONValue {
-        .object([("ip", .string(ip)), ("port", .int(port)), ("shutdownGraceMs", .int(shutdownGraceMs)), ("metricSeriesLimit", .int(metricSeriesLimit))])
+        .object([
+            ("ip", .string(ip)), ("port", .int(port)), ("shutdownGraceMs", .int(shutdownGraceMs)), ("metricSeriesLimit", .int(metricSeriesLimit)),
+            ("tls", tls?.json ?? .null),
+        ])
     }
 }
 

@@ -53,6 +53,9 @@ public struct ClientParams: ConfigReadableParams {
     /// TLS to the endpoints (docs/config/tls.md); `commonName` here has the prefix's captures
     /// filled in. Default: plain TCP (nil).
     public var tls: ClientTLSConfig?
+    /// Send the client certificate of the request's TLS connection upstream in
+    /// `x-forwarded-client-cert` (replacing any such header the client sent). Default false.
+    public var forwardClientCert = false
 
     public init() {}
 
@@ -68,6 +71,7 @@ public struct ClientParams: ConfigReadableParams {
         if let value = overrides.clientSession { clientSession = value }
         if let value = overrides.connectTimeoutMs { connectTimeoutMs = value }
         if let value = overrides.tls { tls = value }
+        if let value = overrides.forwardClientCert { forwardClientCert = value }
     }
 
     public mutating func apply(_ overrides: ClientOverrides, captures: [String: String]) {
@@ -88,6 +92,7 @@ public struct ClientParams: ConfigReadableParams {
             ("clientSession", clientSession.json),
             ("connectTimeoutMs", .int(connectTimeoutMs)),
             ("tls", tls?.json ?? .null),
+            ("forwardClientCert", .bool(forwardClientCert)),
         ])
     }
 }
@@ -129,6 +134,7 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
     public var clientSession: SessionConfig?
     public var connectTimeoutMs: Int?
     public var tls: ClientTLSConfig?
+    public var forwardClientCert: Bool?
 
     static func read(_ m: ConfigMapping) -> ClientOverrides {
         var overrides = ClientOverrides()
@@ -141,7 +147,7 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
         if let session = m.optional("clientSession") { overrides.clientSession = SessionConfig.read(session) }
         overrides.connectTimeoutMs = m.int("connectTimeoutMs", in: 1...600_000)
         if let tls = m.optional("tls") { overrides.tls = ClientTLSConfig.read(tls) }
-        m.unsupported(["forwardClientCert"], "x-forwarded-client-cert is not implemented yet")
+        overrides.forwardClientCert = m.bool("forwardClientCert")
         m.unsupported(["socketOptions", "requestAuthorizers", "engine"], "remove it")
         return overrides
     }
@@ -157,6 +163,7 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
         if let clientSession { pairs.append(("clientSession", clientSession.json)) }
         if let connectTimeoutMs { pairs.append(("connectTimeoutMs", .int(connectTimeoutMs))) }
         if let tls { pairs.append(("tls", tls.json)) }
+        if let forwardClientCert { pairs.append(("forwardClientCert", .bool(forwardClientCert))) }
         return .object(pairs)
     }
 }

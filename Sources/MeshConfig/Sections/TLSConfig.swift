@@ -76,6 +76,9 @@ public struct ServerTLSConfig: Sendable, Hashable, JSONRepresentable {
     /// TLS 1.2 cipher suites, OpenSSL names, in order of preference. Default: NIOSSL's list
     /// (ECDHE with AES-GCM or ChaCha20-Poly1305). TLS 1.3's suites are not configurable.
     public var ciphers: [String]?
+    /// Which client identities may call which logical names (meshd's own key); nil: every
+    /// client the handshake let in may call anything.
+    public var allow: AccessRules?
     public var origin: ConfigOrigin = .builtIn
 
     public init(certPath: ConfiguredFile, keyPath: ConfiguredFile) {
@@ -102,6 +105,12 @@ public struct ServerTLSConfig: Sendable, Hashable, JSONRepresentable {
         config.requireClientAuth = m.bool("requireClientAuth") ?? false
         if let protocols = m.optional("protocols"), let versions = TLSProtocolVersion.readList(protocols) { config.protocols = versions }
         if let ciphers = m.optional("ciphers") { config.ciphers = CipherList.read(ciphers) }
+        if let allow = m.optional("allow") {
+            config.allow = AccessRulesSyntax.read(allow)
+            if !config.requireClientAuth {
+                allow.error("allow needs requireClientAuth: true (and caCertPath): without client certificates there are no identities to allow")
+            }
+        }
         if config.requireClientAuth, config.caCertPath == nil, m.has("requireClientAuth") {
             _ = m.required("caCertPath", hint: "requireClientAuth: true needs the CA certificates that client certificates must chain to")
         }
@@ -119,7 +128,57 @@ public struct ServerTLSConfig: Sendable, Hashable, JSONRepresentable {
             ("requireClientAuth", .bool(requireClientAuth)),
             ("protocols", .array(protocols.map { .string($0.rawValue) })),
             ("ciphers", ciphers.map { .array($0.map { .string($0) }) } ?? .null),
+            ("allow", allow.map(AccessRulesSyntax.json) ?? .null),
         ])
+    }
+}
+
+/// `allow: [{identities: [spiffe://mesh/web, spiffe://mesh/jobs/*], paths: [/svc/users]}]`.
+enum AccessRulesSyntax {
+    static func read(_ node: ConfigNode) -> AccessRules? {
+        guard let items = node.sequence else { return nil }
+        if items.isEmpty { node.error("an empty allow list lets no one in; list rules, or remove the key to allow every client with a valid certificate") }
+        var rules: [AccessRule] = []
+        for item in items {
+            guard let m = item.mapping else { continue }
+            defer { m.finish() }
+            var identities: [IdentityPattern] = []
+            if let list = m.required("identities", hint: "the client identities (URI or DNS SANs, or subject CN; a trailing * matches any suffix) this rule lets in")?.sequence {
+                for entry in list {
+                    guard let text = entry.string else { continue }
+                    if text.isEmpty {
+                        entry.error("expected an identity, found an empty value")
+                    } else if text.dropLast().contains("*") {
+                        entry.error("'\(text)': * may only end an identity (spiffe://mesh/ns/web/*)")
+                    } else {
+                        identities.append(IdentityPattern(text))
+                    }
+                }
+                if list.isEmpty { m.origin.error("identities is empty; a rule needs at least one") }
+            }
+            var paths: [Path] = []
+            if let list = m.optional("paths")?.sequence {
+                for entry in list {
+                    guard let text = entry.string else { continue }
+                    do {
+                        paths.append(try Path.read(text))
+                    } catch {
+                        entry.error("'\(text)' is not a path: \(error); logical names look like /svc/users")
+                    }
+                }
+            }
+            rules.append(AccessRule(identities: identities, paths: paths))
+        }
+        return AccessRules(rules)
+    }
+
+    static func json(_ rules: AccessRules) -> JSONValue {
+        .array(rules.rules.map { rule in
+            .object([
+                ("identities", .array(rule.identities.map { .string($0.text) })),
+                ("paths", .array(rule.paths.map { .string($0.description) })),
+            ])
+        })
     }
 }
 

@@ -35,6 +35,12 @@ package protocol UpstreamFactory: Sendable {
 package protocol ListenerTransport: Sendable {
     /// Adds its handlers to a new connection's pipeline, first; on the channel's event loop.
     func configure(_ channel: any Channel) throws
+    /// The client's verified identity on this connection (its TLS certificate), once the
+    /// handshake is done; on the channel's event loop.
+    func peer(of channel: any Channel) -> PeerIdentity?
+    /// This listener's own identity (its certificate's first URI SAN), for
+    /// `x-forwarded-client-cert`'s `By=`.
+    var ownIdentity: String? { get }
 }
 
 /// An upstream connection that can wait in a pool.

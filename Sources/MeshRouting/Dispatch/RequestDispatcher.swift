@@ -49,7 +49,8 @@ package struct RequestDispatcher {
     }
 
     /// Decides the fate of one request head (counted as a request of the router).
-    package func dispatch(_ head: HTTPRequestHead, start: UInt64, random: inout SplitMix64) -> Dispatch {
+    /// `peer`: the client's certificate identity on a TLS listener.
+    package func dispatch(_ head: HTTPRequestHead, start: UInt64, random: inout SplitMix64, peer: PeerIdentity? = nil) -> Dispatch {
         let router = listener.router
         router.metrics.requests.increment()
         guard listener.tryStartRequest() else {
@@ -113,6 +114,9 @@ package struct RequestDispatcher {
         let token = localDtab.isEmpty ? router.identifier.fastKey(routedHead) : nil
         if let token, let cached = router.fastRoute(token) {
             route = cached
+            if let rules = listener.accessRules, !rules.allows(peer, name: route.name) {
+                return .rejected(denied(peer, route.name), closeConnection: closeAfter, holdsSlot: true)
+            }
         } else {
             let identification: Identification
             switch router.identifier.identify(routedHead, uri: target) {
@@ -120,6 +124,10 @@ package struct RequestDispatcher {
                 return .rejected(error, closeConnection: closeAfter, holdsSlot: true)
             case .success(let identified):
                 identification = identified
+            }
+            // Refused before any routing work is done for it.
+            if let rules = listener.accessRules, !rules.allows(peer, name: identification.name) {
+                return .rejected(denied(peer, identification.name), closeConnection: closeAfter, holdsSlot: true)
             }
             switch router.route(identification.name, local: localDtab, random: &random) {
             case .failure(let error):
@@ -130,15 +138,63 @@ package struct RequestDispatcher {
                 target = identification.uri ?? target
             }
         }
-        let upstreamHead = MessageRewriting.upstreamRequest(
+        var upstreamHead = MessageRewriting.upstreamRequest(
             from: routedHead, target: target, framing: framing, facts: facts, route: route, localDtab: localDtab,
             requestID: MessageRewriting.requestID(&random)
         )
+        if route.client.params.forwardClientCert {
+            // Only meshd says who the client is: whatever the client sent under this name goes.
+            upstreamHead.headers.remove(name: ForwardedClientCert.header)
+            if let peer {
+                upstreamHead.headers.add(name: ForwardedClientCert.header, value: ForwardedClientCert.value(peer, by: listener.transport?.ownIdentity))
+            }
+        }
         route.client.touch(now: start)
         return .routed(RoutedRequest(
             router: router, clientHead: head, upstreamHead: upstreamHead, framing: framing, expectsContinue: facts.contains(.expect), route: route,
             localDtab: localDtab, callerDeadline: callerDeadline, start: start, listenerTimeoutMs: listener.config.timeoutMs,
             clearContext: listener.config.clearContext, closeAfter: closeAfter
         ))
+    }
+
+    /// A caller the listener's `tls.allow` rules do not let call `name`: counted by identity.
+    private func denied(_ peer: PeerIdentity?, _ name: Path) -> ProxyError {
+        let who = peer?.primary ?? "a client without a certificate"
+        listener.router.meshMetrics.tls.accessDenied(router: listener.router.label, identity: peer?.primary ?? "none").increment()
+        return ProxyError(.forbidden, "\(who) may not call \(name) on \(listener.config.address) (tls.allow)")
+    }
+}
+
+/// `x-forwarded-client-cert`, in Envoy's format: `By=<meshd's URI>;Hash=<SHA-256 of the client
+/// certificate>;Subject="<subject>";URI=<URI SAN>;DNS=<DNS SAN>` (one URI= and DNS= per SAN).
+package enum ForwardedClientCert {
+    package static let header = "x-forwarded-client-cert"
+
+    package static func value(_ peer: PeerIdentity, by: String?) -> String {
+        var parts: [String] = []
+        if let by { parts.append("By=" + by) }
+        parts.append("Hash=" + peer.certificateHash)
+        parts.append("Subject=\"" + quoted(peer.subject) + "\"")
+        for uri in peer.uris { parts.append("URI=" + printable(uri)) }
+        for dns in peer.dnsNames { parts.append("DNS=" + printable(dns)) }
+        return parts.joined(separator: ";")
+    }
+
+    /// Without control characters (a certificate's names are its issuer's words, not meshd's).
+    private static func printable(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }))
+    }
+
+    /// A quoted value with `"` and `\` escaped, and nothing a header cannot carry.
+    private static func quoted(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"", "\\": out += "\\" + String(scalar)
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F: out += " "
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 }

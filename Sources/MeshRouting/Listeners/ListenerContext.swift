@@ -1,6 +1,7 @@
 // What every connection accepted by one listener shares: its router, its limits and counters.
 
 import MeshConfig
+import MeshCore
 import MeshTelemetry
 import NIOConcurrencyHelpers
 import NIOCore
@@ -13,6 +14,8 @@ package final class ListenerContext: Sendable {
     package let metrics: ServerMetrics
     /// What goes in front of the codec on each connection (TLS); nil for plain TCP.
     package let transport: (any ListenerTransport)?
+    /// Which client identities may call which names (`tls.allow`); nil: no rules.
+    package let accessRules: AccessRules?
     /// Requests being served on this listener (for `maxConcurrentRequests`).
     private let inFlight = Atomic<Int>(0)
     /// Open client connections, so that shutdown can close what outlives the grace period.
@@ -20,6 +23,7 @@ package final class ListenerContext: Sendable {
 
     package init(router: Router, config: ServerConfig, limits: RequestLimits, metrics: ServerMetrics, transport: (any ListenerTransport)? = nil) {
         self.transport = transport
+        self.accessRules = transport == nil ? nil : config.tls?.allow
         self.router = router
         self.config = config
         self.limits = limits

@@ -45,6 +45,8 @@ public struct ProxyError: Error, Sendable, CustomStringConvertible {
         case expectationFailed = "expectation_failed"
         /// The client did not send its request head within `requestHeadTimeoutMs`.
         case requestHeadTimeout = "request_head_timeout"
+        /// The caller's certificate identity may not call the name (`tls.allow`).
+        case forbidden = "forbidden"
     }
 
     public var kind: Kind
@@ -65,6 +67,7 @@ public struct ProxyError: Error, Sendable, CustomStringConvertible {
         switch kind {
         case .badRequest, .unidentified, .delegationLimit: return .badRequest
         case .expectationFailed: return .expectationFailed
+        case .forbidden: return .forbidden
         case .requestHeadTimeout: return .requestTimeout
         case .uriTooLong: return .uriTooLong
         case .headersTooLarge: return .requestHeaderFieldsTooLarge
