@@ -49,6 +49,9 @@ package final class Exchange: UpstreamResponseReceiver {
     private var entry: BoundClient.Entry?
     private var lease: (pool: EndpointPool, waiter: Int)?
     private var connection: (connection: PooledConnection, upstream: any UpstreamConnection, pool: EndpointPool)?
+    /// The attempt in flight, for the router's observers (kept only when there are some).
+    private var attempt: AttemptRecord?
+    private var attemptNumber = 0
     /// The one timer, and the time it was set for.
     private var timer: Scheduled<Void>?
     private var timerAt: UInt64?
@@ -104,6 +107,7 @@ package final class Exchange: UpstreamResponseReceiver {
         if let disposal = step.connection { dispose(disposal) }
         if let outcome = step.outcome, let endpoint, let entry {
             client.finished(endpoint.address, entry: entry, success: outcome.success, probe: outcome.probe, latency: outcome.latency, now: now)
+            if attempt != nil { attemptEnded(success: outcome.success, now: now) }
         }
         act(step.action, now: now, response: response, end: end)
         setTimer()
@@ -167,6 +171,16 @@ package final class Exchange: UpstreamResponseReceiver {
             lease(from: entry.pool)
         case .send(let parts, let end, let within):
             guard let upstream = connection?.upstream else { return }
+            attemptNumber += 1
+            if !router.observers.isEmpty, let endpoint {
+                if attempt != nil { attemptEnded(success: nil, now: now) }
+                let record = AttemptRecord(
+                    router: router.label, client: client.id, endpoint: endpoint, number: attemptNumber,
+                    reusedConnection: upstream.exchanges > 1, startedAt: now, ended: nil
+                )
+                attempt = record
+                for observer in router.observers { observer.attemptStarted(record) }
+            }
             upstream.send(.head(attemptHead(within: within)))
             for part in parts { upstream.send(.body(.byteBuffer(part))) }
             if end { upstream.send(.end(trailers)) }
@@ -382,7 +396,16 @@ package final class Exchange: UpstreamResponseReceiver {
     // MARK: ending
 
     /// The request is done: its listener slot goes back and its record is emitted, once.
+    private func attemptEnded(success: Bool?, now: UInt64) {
+        guard var record = attempt else { return }
+        attempt = nil
+        record.ended = AttemptRecord.Ended(at: now, success: success)
+        for observer in router.observers { observer.attemptEnded(record) }
+    }
+
     private func complete(status: Int, error: ProxyError?, now: UInt64) {
+        // An attempt still open (the client went away) ends with the request, saying nothing.
+        if attempt != nil { attemptEnded(success: nil, now: now) }
         let record = RequestRecord(
             router: router, request: clientHead, startedAt: machine.startedAt, endedAt: now, status: status, error: error,
             summary: machine.summary, client: client, service: service, entry: entry, endpoint: endpoint

@@ -56,8 +56,11 @@ public final class Router: Sendable {
     private let logger: Logger
     /// How each client's connections to endpoints speak (HTTP/1, with TLS or not).
     private let upstreams: any UpstreamFactory
+    /// Told of every attempt and every finished request (none by default).
+    package let observers: [any RequestObserver]
 
-    package init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, upstreams: any UpstreamFactory, recentRequests: RecentRequests? = nil, logger: Logger = Logger(label: "meshd")) {
+    package init(config: RouterConfig, namers: NamerSet, metrics: MeshMetrics, upstreams: any UpstreamFactory, recentRequests: RecentRequests? = nil, observers: [any RequestObserver] = [], logger: Logger = Logger(label: "meshd")) {
+        self.observers = observers
         self.logger = logger
         self.upstreams = upstreams
         self.config = config
