@@ -47,9 +47,9 @@ def client_context(ca, cert=None, key=None, minimum=None, maximum=None):
     return context
 
 
-def https_get(meshd, context, path="/", host="localhost", timeout=10):
+def https_get(meshd, context, path="/", host="localhost", timeout=10, label="http"):
     """GET over a new TLS connection; returns (status, body, the server's certificate serial)."""
-    address, port = meshd.router()
+    address, port = meshd.router(label)
     conn = http.client.HTTPSConnection(address, port, context=context, timeout=timeout)
     conn.sock = None
     raw = socket.create_connection((address, port), timeout=timeout)
@@ -407,7 +407,8 @@ def test_linker_to_linker_mtls(start_meshd, pki, upstream, tmp_path):
     """An outgoing meshd (plain for the app) sends to an incoming meshd over mTLS, which requires
     a client certificate and forwards to the app."""
     incoming_cert, incoming_key, _ = pki.issue("incoming.mesh", dns=["incoming.mesh"], file_stem="incoming")
-    outgoing_cert, outgoing_key, _ = pki.issue("outgoing.mesh", dns=["outgoing.mesh"], file_stem="outgoing")
+    outgoing_cert, outgoing_key, _ = pki.issue("outgoing.mesh", dns=["outgoing.mesh"], uris=["spiffe://test/outgoing"], file_stem="outgoing")
+    stranger_cert, stranger_key, _ = pki.issue("other.mesh", uris=["spiffe://test/other"], file_stem="other")
     incoming_port = free_port()
     (tmp_path / "in").mkdir()
     incoming = start_meshd(f"""admin: {{ip: 127.0.0.1, port: 0}}
@@ -424,6 +425,9 @@ routers:
       keyPath: {incoming_key}
       caCertPath: {pki.path}
       requireClientAuth: true
+      allow:
+      - identities: [spiffe://test/outgoing]
+        paths: [/svc/app]
 """)
     outgoing = start_meshd(f"""admin: {{ip: 127.0.0.1, port: 0}}
 routers:
@@ -444,8 +448,13 @@ routers:
         response = httpx.get(outgoing.url("outgoing", f"/hello/{i}"), timeout=20)
         assert response.status_code == 200, response.text
     assert [r["path"] for r in upstream.requests] == [f"/hello/{i}" for i in range(3)]
+    # Another holder of a certificate from the same CA is let through the handshake, but the
+    # identity rule refuses it.
+    status, body, _ = https_get(incoming, client_context(pki.path, stranger_cert, stranger_key), "/hello", host="incoming.mesh", label="incoming")
+    assert status == 403 and b"spiffe://test/other may not call /svc/app" in body
+    assert len(upstream.requests) == 3
     # One event loop in the outgoing meshd: one pooled connection, one handshake, for the three.
-    assert counter(incoming, "meshd_tls_handshakes_total", side="server", result="success") == 1
+    assert counter(incoming, "meshd_tls_handshakes_total", side="server", result="success") == 2
     assert counter(outgoing, "meshd_tls_handshakes_total", side="client", result="success") == 1
 
 
@@ -707,3 +716,24 @@ routers:
     assert incoming_serial() == names["in", 2][2].serial_number
     assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
     assert len(statuses) > 51
+
+
+def test_an_openssl_s_server_endpoint(start_meshd, pki, tmp_path):
+    """openssl s_server as the endpoint: its -www page comes back through meshd's client TLS."""
+    cert, key, _ = pki.issue("app.test", dns=["app.test"], key="rsa2048", key_form="pkcs1", digest="sha512")
+    port = free_port()
+    server = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key), "-www", "-quiet"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def listening():
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+        assert wait_until(listening, timeout=10)
+        meshd = start_meshd(client_tls_config(port, f"{{commonName: app.test, trustCerts: [{pki.path}]}}"))
+        response = httpx.get(meshd.url(path="/app/"), timeout=20)
+        assert response.status_code == 200, response.text
+        assert "Ciphers supported in s_server binary" in response.text or "s_server" in response.text
+        assert counter(meshd, "meshd_tls_handshakes_total", side="client", result="success") >= 1
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -214,6 +214,8 @@ public struct ClientTLSConfig: Sendable, Hashable, JSONRepresentable {
         defer { m.finish() }
         var config = ClientTLSConfig()
         config.origin = node.origin
+        // Linkerd 0.x's shape (`kind: io.l5d.static`, `caCertPath`), replaced in Linkerd 1.0.
+        m.unsupported(["kind", "caCertPath"], "this is Linkerd 0.x's client TLS; since Linkerd 1.0 it is commonName plus trustCerts: [CA file] (caCertPath: X becomes trustCerts: [X]; kind: io.l5d.noValidation becomes disableValidation: true)")
         config.disableValidation = m.bool("disableValidation") ?? false
         if let name = m.optional("commonName") {
             if let value = name.string {
