@@ -9,11 +9,13 @@ instructions per request and the functions that executed the most of them.
 
     benchmarks/profile.py                    # builds with scripts/build-release; 20,000 requests
     benchmarks/profile.py --meshd PATH --requests 5000 --top 40 --keep OUT.callgrind
+    benchmarks/profile.py --tls               # the same over TLS (a self-signed P-256 certificate)
 """
 import argparse
 import re
 import shutil
 import signal
+import ssl
 import socket
 import subprocess
 import sys
@@ -24,10 +26,15 @@ from pathlib import Path
 from bench import ROOT, free_port, start_nginx, wait_http
 
 
-def send_requests(port, count, connections=4):
+def send_requests(port, count, connections=4, tls=False):
     """`count` GETs over `connections` keep-alive connections, in lock step; each response is read
     whole (nginx's 2-byte body) before the next round."""
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        socks = [context.wrap_socket(sock) for sock in socks]
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     done = 0
     deadline = time.monotonic() + 1800
@@ -55,6 +62,7 @@ def main():
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", help="copy the callgrind output here")
+    parser.add_argument("--tls", action="store_true", help="clients speak TLS to meshd")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_annotate", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -72,6 +80,12 @@ def main():
         subprocess.run(["strip", "-g", str(binary)], check=True)
         nginx, upstream_port = start_nginx(work)
         port, admin = free_port(), free_port()
+        tls = ""
+        if args.tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                            "-keyout", str(work / "key.pem"), "-out", str(work / "cert.pem"), "-days", "2", "-subj", "/CN=localhost"],
+                           check=True, capture_output=True)
+            tls = f", tls: {{certPath: {work / 'cert.pem'}, keyPath: {work / 'key.pem'}}}"
         config = work / "meshd.yaml"
         config.write_text(f"""
 admin: {{ip: 127.0.0.1, port: {admin}}}
@@ -79,7 +93,7 @@ routers:
 - protocol: http
   identifier: {{kind: io.l5d.static, path: /bench}}
   dtab: /svc/bench => /$/inet/127.0.0.1/{upstream_port};
-  servers: [{{ip: 127.0.0.1, port: {port}}}]
+  servers: [{{ip: 127.0.0.1, port: {port}{tls}}}]
 """)
         output = work / "callgrind.out"
         log = work / "valgrind.log"
@@ -89,9 +103,9 @@ routers:
                  str(binary), "run", "--config", str(config), "--threads", "1", "--log-level", "error"],
                 stdout=subprocess.DEVNULL, stderr=log_file)
         wait_http(f"http://127.0.0.1:{admin}/admin/ready", timeout=120)
-        send_requests(port, 200)  # warm up: pooled connections, route caches
+        send_requests(port, 200, tls=args.tls)  # warm up: pooled connections, route caches
         subprocess.run(["callgrind_control", "-i", "on", str(meshd.pid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        sent = send_requests(port, args.requests)
+        sent = send_requests(port, args.requests, tls=args.tls)
         subprocess.run(["callgrind_control", "-i", "off", str(meshd.pid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         meshd.send_signal(signal.SIGTERM)
         meshd.wait(120)

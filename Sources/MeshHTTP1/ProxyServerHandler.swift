@@ -46,12 +46,18 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     private var readPending = false
     /// The connection closes after the current response.
     private(set) var closing = false
-    /// `serverSession.idleTimeMs`: closes the connection when no request comes.
-    private var idleTimer: Scheduled<Void>?
+    /// `serverSession.idleTimeMs`: when the connection closes if no request comes (nil while
+    /// a request is in progress).
+    private var idleDeadline: NIODeadline?
+    /// `requestHeadTimeoutMs`: when the awaited request head must have arrived whole.
+    private var headDeadline: NIODeadline?
+    /// One timer for both deadlines, scheduled lazily: it may fire early (a deadline moved on
+    /// since), and then is set again for what is left. Scheduling and cancelling a timer per
+    /// request for each of them was 13 % of a proxied request's instructions.
+    private var timer: Scheduled<Void>?
+    private var timerAt: NIODeadline?
     /// `serverSession.lifeTimeMs`: ends the connection once it is this old.
     private var lifeTimer: Scheduled<Void>?
-    /// `requestHeadTimeoutMs`: a request head must arrive whole within it.
-    private var headTimer: Scheduled<Void>?
     /// Between requests, as the decoder reads them: the next thing to arrive starts a head.
     private var awaitingHead = true
     /// Bytes of the awaited head have arrived (so a timeout answers 408 instead of closing quietly).
@@ -115,15 +121,51 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     func bytesArrived() {
         guard awaitingHead, let context else { return }
         headStarted = true
-        if headTimer == nil { armHeadTimer(context: context) }
+        if headDeadline == nil { armHeadTimer(context: context) }
     }
 
     private func armHeadTimer(context: ChannelHandlerContext) {
-        let timeout = listener.config.requestHeadTimeoutMs
-        headTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(timeout))) { [self] in
-            headTimer = nil
-            headTimedOut(after: timeout)
+        headDeadline = NIODeadline.now() + .milliseconds(Int64(listener.config.requestHeadTimeoutMs))
+        updateTimer()
+    }
+
+    /// Keeps the one timer at or before the earliest deadline, and never more than a head
+    /// timeout ahead, so that the next request's head deadline needs no earlier timer.
+    private func updateTimer() {
+        guard let context else { return }
+        let wanted: NIODeadline
+        switch (headDeadline, idleDeadline) {
+        case (let head?, let idle?): wanted = min(head, idle)
+        case (let head?, nil): wanted = head
+        case (nil, let idle?): wanted = idle
+        case (nil, nil): return  // a timer still scheduled fires and finds nothing due
         }
+        if let at = timerAt, at <= wanted { return }
+        timer?.cancel()
+        let at = min(wanted, NIODeadline.now() + .milliseconds(Int64(listener.config.requestHeadTimeoutMs)))
+        timerAt = at
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: at) { [self] in
+            timer = nil
+            timerAt = nil
+            timerFired()
+        }
+    }
+
+    private func timerFired() {
+        let now = NIODeadline.now()
+        if let head = headDeadline, head <= now {
+            headDeadline = nil
+            headTimedOut(after: listener.config.requestHeadTimeoutMs)
+            if closing { return }
+        }
+        if let idle = idleDeadline, idle <= now {
+            idleDeadline = nil
+            if exchange == nil && !discarding {
+                closeAfterWrites()
+                return
+            }
+        }
+        updateTimer()
     }
 
     /// The request head did not arrive in time: a slow (or slowloris) client. Part of a head
@@ -164,10 +206,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     /// Closes the connection after `serverSession.idleTimeMs` without a request.
     private func armIdleTimer() {
         guard let idleTime = listener.config.serverSession.idleTimeMs, let context, context.channel.isActive else { return }
-        idleTimer?.cancel()
-        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(idleTime))) { [self] in
-            if exchange == nil && !discarding { closeAfterWrites() }
-        }
+        idleDeadline = NIODeadline.now() + .milliseconds(Int64(idleTime))
+        updateTimer()
     }
 
     /// How long a closing connection may take to write out what it has already answered.
@@ -206,12 +246,13 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         listener.connectionClosed(context.channel)
         exchange?.downstreamClosed()
         exchange = nil
-        idleTimer?.cancel()
+        timer?.cancel()
         lifeTimer?.cancel()
-        headTimer?.cancel()
-        idleTimer = nil
+        timer = nil
+        timerAt = nil
+        idleDeadline = nil
+        headDeadline = nil
         lifeTimer = nil
-        headTimer = nil
         context.fireChannelInactive()
     }
 
@@ -224,8 +265,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
             encoder.recordRequestMethod(head.method)
             awaitingHead = false
             headStarted = false
-            headTimer?.cancel()
-            headTimer = nil
+            headDeadline = nil
         case .end:
             awaitingHead = true
         case .body:
@@ -376,7 +416,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
 
     private func startRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let start = NIODeadline.now().uptimeNanoseconds
-        idleTimer?.cancel()
+        idleDeadline = nil
         if !peerRead, let transport = listener.transport {
             // The handshake is done by the first request: who the client is, once per connection.
             peerRead = true
