@@ -102,6 +102,18 @@ private struct BodyWriter {
         context.write(NIOAny(IOData.byteBuffer(suffix)), promise: promise)
     }
 
+    /// A message's head: held, so that a small body (and the end) go out in the same write —
+    /// one TLS record, one iovec — unless a promise wants to know when it is written.
+    mutating func writeHead(_ head: ByteBuffer, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        writeGathered(context: context)
+        guard promise == nil else {
+            context.write(NIOAny(IOData.byteBuffer(head)), promise: promise)
+            return
+        }
+        gathered = head
+        gatheredIsOwned = true
+    }
+
     /// Writes what was gathered, ahead of whatever comes next.
     mutating func writeGathered(context: ChannelHandlerContext) {
         guard let buffer = gathered else { return }
@@ -174,7 +186,7 @@ final class ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
             var buffer = context.channel.allocator.buffer(capacity: 512)
             buffer.writeStatusLine(head)
             buffer.writeHeaderBlock(head.headers)
-            context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
+            body.writeHead(buffer, context: context, promise: promise)
         case .body(let part):
             if suppressBody {
                 promise?.fail(NIOHTTPResponseEncoderError.responseBodyNotAllowed)
@@ -217,7 +229,7 @@ final class RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
             var buffer = context.channel.allocator.buffer(capacity: head.uri.utf8.count + 512)
             buffer.writeRequestLine(head)
             buffer.writeHeaderBlock(head.headers)
-            context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
+            body.writeHead(buffer, context: context, promise: promise)
         case .body(let part):
             body.write(part, context: context, promise: promise)
         case .end(let trailers):
