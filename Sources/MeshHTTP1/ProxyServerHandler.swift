@@ -160,7 +160,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         }
         if let idle = idleDeadline, idle <= now {
             idleDeadline = nil
-            if exchange == nil && !discarding {
+            // Idle, or still dropping the body of a request already answered: a client that
+            // sends no more of it within the idle time does not keep the connection.
+            if exchange == nil {
+                closing = true
                 closeAfterWrites()
                 return
             }
@@ -443,6 +446,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         if head.headers.contains(name: "expect"), Exchange.expectsContinue(head) { closing = true }
         discarding = true
         respond(error, version: head.version, keepAlive: head.isKeepAlive && !closing)
+        // Its body, if it has one, must come within the idle time.
+        if !closing { armIdleTimer() }
         let router = listener.router
         let record = RequestRecord(router: router, request: head, startedAt: start, endedAt: NIODeadline.now().uptimeNanoseconds, status: Int(error.status.code), error: error)
         router.requestCompleted(record, random: &random)

@@ -181,7 +181,7 @@ package struct ServerTLSTransport: ListenerTransport {
               let certificate = handler.peerCertificate else { return nil }
         let summary = CertificateSummary(certificate)
         return PeerIdentity(
-            uris: summary.uris, dnsNames: summary.dnsNames, commonName: summary.hasCommonName ? summary.commonName : nil,
+            uris: summary.uris, dnsNames: summary.dnsNames, commonName: summary.subjectCommonName,
             subject: summary.subject, certificateHash: summary.sha256
         )
     }
@@ -302,6 +302,16 @@ final class ClientHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandle
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event, !done {
+            // The library accepts a certificate whose IP address is the one dialled, whatever
+            // the name: the name is checked here too, against the DNS names (or the CN).
+            if let serverName {
+                let certificate = (try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self))?.peerCertificate
+                let summary = certificate.map(CertificateSummary.init)
+                guard let summary, CertificateNames.cover(serverName, dnsNames: summary.dnsNames, commonName: summary.subjectCommonName) else {
+                    fail(context: context, NIOSSLExtraError.failedToValidateHostname)
+                    return
+                }
+            }
             done = true
             recorder.succeeded()
             promise.succeed()

@@ -39,12 +39,18 @@ package struct CertificateSummary: Sendable, Hashable {
     package var serial: String
     /// SHA-256 of the certificate's DER encoding, hex.
     package var sha256: String
+    /// The subject's CN attribute, if it has one.
+    package var subjectCommonName: String?
     /// Seconds since the Unix epoch.
     package var notBefore: Int
     package var notAfter: Int
 
     init(_ certificate: NIOSSLCertificate) {
-        subject = Self.describe(certificate.subjectName)
+        let names = certificate.subjectName
+        subject = Self.describe(names)
+        // The last CN attribute, as TLS name checks read it; never parsed back out of the text
+        // (an O of "x, CN=admin" must not make the holder "admin").
+        subjectCommonName = names.last { $0.type == .commonName }?.value
         issuer = Self.describe(certificate.issuerName)
         var dns: [String] = []
         var uris: [String] = []
@@ -106,17 +112,8 @@ package struct CertificateSummary: Sendable, Hashable {
         ])
     }
 
-    /// Whether the subject has a common name.
-    package var hasCommonName: Bool { commonName != subject || subject.hasPrefix("CN=") }
-
     /// The subject's common name, or the whole subject when it has none.
-    package var commonName: String {
-        for part in subject.split(separator: ",") {
-            let trimmed = part.drop { $0 == " " }
-            if trimmed.hasPrefix("CN=") { return String(trimmed.dropFirst(3)) }
-        }
-        return subject
-    }
+    public var commonName: String { subjectCommonName ?? subject }
 }
 
 /// A certificate chain and its key, checked to belong together and to be valid now.
@@ -199,6 +196,12 @@ enum TLSFiles {
 
     /// The file's text; a missing or unreadable file is an error that says which.
     static func read(_ file: ConfiguredFile) throws(TLSMaterialError) -> String {
+        // A FIFO or a device would block the reading thread (an event loop, on reload) or never end.
+        var info = stat()
+        if stat(file.path, &info) == 0, (info.st_mode & S_IFMT) != S_IFREG {
+            let kind = (info.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file (a FIFO, socket or device)"
+            throw TLSMaterialError(file, "\(kind); name the PEM file itself")
+        }
         guard let handle = fopen(file.path, "r") else {
             let code = errno
             switch code {

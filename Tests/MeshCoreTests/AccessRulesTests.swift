@@ -28,3 +28,21 @@ import Testing
         #expect(ops.primary == "ops" && Self.web.primary == "spiffe://mesh/ns/web/sa/frontend")
     }
 }
+
+@Suite struct CertificateNamesTests {
+    @Test func exactAndWildcardNames() {
+        #expect(CertificateNames.matches(pattern: "web.mesh", host: "WEB.mesh"))
+        #expect(!CertificateNames.matches(pattern: "web.mesh", host: "api.mesh"))
+        #expect(CertificateNames.matches(pattern: "*.mesh.local", host: "web.mesh.local"))
+        #expect(!CertificateNames.matches(pattern: "*.mesh.local", host: "a.web.mesh.local"))
+        #expect(!CertificateNames.matches(pattern: "*.mesh.local", host: "mesh.local"))
+        #expect(!CertificateNames.matches(pattern: "*.local", host: "x.local"))
+        #expect(!CertificateNames.matches(pattern: "*", host: "anything"))
+    }
+
+    @Test func theCommonNameCountsOnlyWithoutDNSNames() {
+        #expect(CertificateNames.cover("web.mesh", dnsNames: [], commonName: "web.mesh"))
+        #expect(!CertificateNames.cover("web.mesh", dnsNames: ["api.mesh"], commonName: "web.mesh"))
+        #expect(!CertificateNames.cover("web.mesh", dnsNames: [], commonName: nil))
+    }
+}

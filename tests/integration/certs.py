@@ -59,7 +59,7 @@ class Authority:
         self.path.write_bytes(cert_pem(self.cert))
 
     def issue(self, name, dns=(), ips=(), uris=(), key="p256", key_form="pkcs8", digest="sha256",
-              not_before_days=-1, not_after_days=10, client=True, server=True, file_stem=None):
+              not_before_days=-1, not_after_days=10, client=True, server=True, file_stem=None, organization=None):
         """Writes `<stem>.pem` and `<stem>.key`; returns (cert path, key path, certificate)."""
         leaf_key = make_key(key)
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -68,7 +68,8 @@ class Authority:
         usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .subject_name(x509.Name(([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else [])
+                                    + [x509.NameAttribute(NameOID.COMMON_NAME, name)]))
             .issuer_name(self.name)
             .public_key(leaf_key.public_key())
             .serial_number(x509.random_serial_number())

@@ -737,3 +737,109 @@ def test_an_openssl_s_server_endpoint(start_meshd, pki, tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+# ---- from an adversarial review of the TLS paths ------------------------------------------
+
+def test_unusable_cipher_names_and_fifos_are_config_errors(tmp_path, pki):
+    import os
+    cert, key, _ = pki.issue("localhost", dns=["localhost"])
+    for ciphers, reason in [("[BOGUS]", "not a TLS 1.2 cipher suite"), ("[TLS_AES_128_GCM_SHA256]", "TLS 1.3 suite"), ("['!ALL']", "not a TLS 1.2 cipher suite")]:
+        code, stderr = check(tmp_path, tls_router(cert, key, upstream_port=1, extra_tls=f"      ciphers: {ciphers}"))
+        assert code == 1 and reason in stderr and "tls.ciphers[0]" in stderr, stderr
+    code, stderr = check(tmp_path, tls_router(cert, key, upstream_port=1, extra_tls="      ciphers: [ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES256-GCM-SHA384]"))
+    assert code == 0, stderr
+    fifo = tmp_path / "cert.fifo"
+    os.mkfifo(fifo)
+    code, stderr = check(tmp_path, tls_router(fifo, key, upstream_port=1))
+    assert code == 1 and "not a regular file" in stderr
+    code, stderr = check(tmp_path, tls_router(tmp_path, key, upstream_port=1))
+    assert code == 1 and "a directory" in stderr
+    code, stderr = check(tmp_path, client_tls_config(1, f"{{commonName: 127.0.0.1, trustCerts: [{pki.path}]}}"))
+    assert code == 1 and "is an IP address" in stderr
+    code, stderr = check(tmp_path, tls_router(cert, key, upstream_port=1).replace(f"""    tls:
+      certPath: {cert}
+      keyPath: {key}
+""", "    tls:\n"))
+    assert code == 1 and "tls is empty" in stderr
+
+
+def test_identity_rules_hold_against_dtab_overrides_and_subject_tricks(start_meshd, upstream, pki):
+    other = Upstream()
+    try:
+        cert, key, _ = pki.issue("localhost", dns=["localhost"])
+        web_cert, web_key, _ = pki.issue("web", uris=["spiffe://test/web"], file_stem="web")
+        # An O that reads like a second attribute: the holder's CN is "nobody", not ops.test.
+        trick_cert, trick_key, _ = pki.issue("nobody", organization="x, CN=ops.test", file_stem="trick")
+        allow = """      - identities: [spiffe://test/web]
+        paths: [/svc/users]
+      - identities: [ops.test]"""
+        meshd = start_meshd(identity_router(pki, cert, key, upstream.port, allow))
+        address, port = meshd.router()
+        context = client_context(pki.path, web_cert, web_key)
+        conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+        for header in ("l5d-dtab", "l5d-ctx-dtab"):
+            conn.request("GET", "/users/1", headers={header: f"/svc/users => /$/inet/127.0.0.1/{other.port}"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+        conn.close()
+        assert other.count() == 0 and upstream.count() == 2
+        assert all("l5d-dtab" not in dict((k.lower(), v) for k, v in r["headers"]) for r in upstream.requests)
+        status, _, _ = https_get(meshd, client_context(pki.path, trick_cert, trick_key), "/users/1")
+        assert status == 403
+    finally:
+        other.close()
+
+
+def test_forwarded_client_cert_quotes_names_and_is_stripped_on_tls_listeners(start_meshd, upstream, pki):
+    cert, key, _ = pki.issue("localhost", dns=["localhost"])
+    odd_cert, odd_key, _ = pki.issue("odd", uris=["spiffe://test/a;By=evil,Hash=00"], file_stem="odd")
+    config = identity_router(pki, cert, key, upstream.port, "      - identities: ['*']", extra_client="  client: {forwardClientCert: true}")
+    meshd = start_meshd(config)
+    _, port = meshd.router()
+    conn = http.client.HTTPSConnection("localhost", port, context=client_context(pki.path, odd_cert, odd_key), timeout=10)
+    conn.request("GET", "/app")
+    conn.getresponse().read()
+    conn.close()
+    forwarded = dict((k.lower(), v) for k, v in upstream.requests[-1]["headers"])["x-forwarded-client-cert"]
+    # One entry, three fields: the URI's ; and , are inside its quotes.
+    import re
+    assert re.fullmatch(r'Hash=[0-9a-f]{64};Subject="CN=odd";URI="spiffe://test/a;By=evil,Hash=00"', forwarded), forwarded
+
+
+def test_a_spoofed_forwarded_client_cert_does_not_pass_a_tls_listener(start_meshd, upstream, pki):
+    cert, key, _ = pki.issue("localhost", dns=["localhost"])
+    meshd = start_meshd(tls_router(cert, key, upstream_port=upstream.port))
+    _, port = meshd.router()
+    conn = http.client.HTTPSConnection("localhost", port, context=client_context(pki.path), timeout=10)
+    conn.request("GET", "/", headers={"Host": "app", "x-forwarded-client-cert": "Hash=00;URI=spiffe://admin"})
+    conn.getresponse().read()
+    conn.close()
+    assert "x-forwarded-client-cert" not in dict((k.lower(), v) for k, v in upstream.requests[-1]["headers"])
+
+
+def test_an_endpoint_certificate_for_the_dialled_ip_but_another_name_is_refused(start_meshd, pki, tls_upstreams):
+    cert, key, _ = pki.issue("other.test", dns=["other.test"], ips=["127.0.0.1"])
+    endpoint = tls_upstreams(cert, key)
+    meshd = start_meshd(client_tls_config(endpoint.port, f"{{commonName: app.test, trustCerts: [{pki.path}]}}"))
+    response = httpx.get(meshd.url(path="/app/x"), timeout=20)
+    assert response.status_code == 502
+    assert "not for the expected name (expected app.test)" in response.headers["l5d-err"]
+    assert endpoint.requests == []
+
+
+def test_a_refused_request_whose_body_never_comes_does_not_hold_the_connection(start_meshd):
+    from meshd_harness import simple_config
+    meshd = start_meshd(simple_config(extra_server="    serverSession: {idleTimeMs: 500}"), disco={})
+    sock = socket.create_connection(meshd.router(), timeout=15)
+    # No route for "nosuch": answered at once, while its declared body never arrives.
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: nosuch\r\nContent-Length: 100\r\n\r\n")
+    received = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    sock.close()
+    assert received.startswith(b"HTTP/1.1 503")

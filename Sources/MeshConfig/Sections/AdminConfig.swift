@@ -27,7 +27,11 @@ public struct AdminConfig: Sendable, Hashable, JSONRepresentable {
         config.shutdownGraceMs = m.int("shutdownGraceMs", in: 0...3_600_000) ?? config.shutdownGraceMs
         config.metricSeriesLimit = m.int("metricSeriesLimit", in: 1...1_000_000) ?? config.metricSeriesLimit
         m.accepted(["workerThreads"])
-        if let tls = m.optional("tls"), let parsed = ServerTLSConfig.read(tls), parsed.enabled { config.tls = parsed }
+        if let tls = m.optional("tls") {
+            if let parsed = ServerTLSConfig.read(tls), parsed.enabled { config.tls = parsed }
+        } else if m.has("tls") {
+            m.origin.error("tls is empty; give it certPath and keyPath, or remove it for a plain admin port")
+        }
         m.unsupported(["socketOptions", "httpIdentifierPort", "security"], "remove it")
         m.finish()
         return config

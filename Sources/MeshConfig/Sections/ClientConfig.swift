@@ -146,7 +146,11 @@ public struct ClientOverrides: Sendable, Hashable, JSONRepresentable {
         if let budget = m.optional("requeueBudget") { overrides.requeueBudget = RetryBudgetConfig.read(budget) }
         if let session = m.optional("clientSession") { overrides.clientSession = SessionConfig.read(session) }
         overrides.connectTimeoutMs = m.int("connectTimeoutMs", in: 1...600_000)
-        if let tls = m.optional("tls") { overrides.tls = ClientTLSConfig.read(tls) }
+        if let tls = m.optional("tls") {
+            overrides.tls = ClientTLSConfig.read(tls)
+        } else if m.has("tls") {
+            m.origin.error("tls is empty; give it commonName and trustCerts, or remove it for plain connections")
+        }
         overrides.forwardClientCert = m.bool("forwardClientCert")
         m.unsupported(["socketOptions", "requestAuthorizers", "engine"], "remove it")
         return overrides

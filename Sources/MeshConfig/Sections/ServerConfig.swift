@@ -56,7 +56,11 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         config.requestHeadTimeoutMs = m.int("requestHeadTimeoutMs", in: 1...3_600_000) ?? config.requestHeadTimeoutMs
         config.maxConnections = m.int("maxConnections", in: 1...1_000_000) ?? config.maxConnections
         m.accepted(["label"])
-        if let tls = m.optional("tls"), let parsed = ServerTLSConfig.read(tls), parsed.enabled { config.tls = parsed }
+        if let tls = m.optional("tls") {
+            if let parsed = ServerTLSConfig.read(tls), parsed.enabled { config.tls = parsed }
+        } else if m.has("tls") {
+            m.origin.error("tls is empty; give it certPath and keyPath, or remove it for a plain listener")
+        }
         m.unsupported(["announce"], "meshd has no announcers")
         m.unsupported(["socketOptions", "addForwardedHeader", "timestampHeader", "engine"], "remove it")
         m.finish()

@@ -219,7 +219,13 @@ public struct ClientTLSConfig: Sendable, Hashable, JSONRepresentable {
         config.disableValidation = m.bool("disableValidation") ?? false
         if let name = m.optional("commonName") {
             if let value = name.string {
-                if value.isEmpty { name.error("expected a host name, found an empty value") } else { config.commonName = value }
+                if value.isEmpty {
+                    name.error("expected a host name, found an empty value")
+                } else if IPAddressSyntax.isIPv4(value) || IPAddressSyntax.isIPv6(value.filter { $0 != "[" && $0 != "]" }) {
+                    name.error("'\(value)' is an IP address; commonName is the DNS name endpoint certificates carry (meshd does not check IP addresses in certificates)")
+                } else {
+                    config.commonName = value
+                }
                 if let problem = NameTemplate.problem(in: value) { name.error(problem) }
             }
         } else if !config.disableValidation {
@@ -278,18 +284,27 @@ public struct ClientAuthConfig: Sendable, Hashable, JSONRepresentable {
     }
 }
 
-/// `ciphers: [ECDHE-RSA-AES128-GCM-SHA256, …]`: OpenSSL cipher names (checked when the TLS
-/// context is made).
+/// `ciphers: [ECDHE-RSA-AES128-GCM-SHA256, …]`: OpenSSL names of the TLS 1.2 suites BoringSSL
+/// has. Checked here, name by name: handed an unknown name, the TLS library stops the process.
 enum CipherList {
+    static let known = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+        "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA",
+    ]
+
     static func read(_ node: ConfigNode) -> [String]? {
         guard let items = node.sequence else { return nil }
         var names: [String] = []
         for item in items {
             guard let name = item.string else { continue }
-            if name.isEmpty || name.contains(":") || name.contains(" ") {
-                item.error("'\(name)' is not a cipher suite name; give one OpenSSL name per list item, e.g. ECDHE-RSA-AES128-GCM-SHA256")
+            if known.contains(name) {
+                if !names.contains(name) { names.append(name) }
+            } else if name.hasPrefix("TLS_") {
+                item.error("'\(name)' is a TLS 1.3 suite; TLS 1.3's suites are not configurable (ciphers lists TLS 1.2 suites)")
             } else {
-                names.append(name)
+                item.error("'\(name)' is not a TLS 1.2 cipher suite meshd knows\(Suggestion.didYouMean(name, in: known)); one of \(known.joined(separator: ", "))")
             }
         }
         if items.isEmpty { node.error("an empty list allows no cipher suite; remove the key for the defaults") }

@@ -73,3 +73,22 @@ public struct AccessRules: Sendable, Hashable {
         return rules.contains { $0.matches(peer) && $0.allows(name) }
     }
 }
+
+/// Whether a certificate's DNS names (or, without any, its subject CN) are for `host`
+/// (RFC 6125: case-insensitive, a `*` only as the whole leftmost label, matching one label).
+public enum CertificateNames {
+    public static func cover(_ host: String, dnsNames: [String], commonName: String?) -> Bool {
+        let names = dnsNames.isEmpty ? [commonName].compactMap { $0 } : dnsNames
+        return names.contains { matches(pattern: $0, host: host) }
+    }
+
+    public static func matches(pattern: String, host: String) -> Bool {
+        let pattern = pattern.lowercased()
+        let host = host.lowercased()
+        guard pattern.hasPrefix("*.") else { return pattern == host }
+        let suffix = pattern.dropFirst(1)  // ".example.com"
+        guard host.hasSuffix(suffix), suffix.dropFirst().contains(".") else { return false }
+        let label = host.dropLast(suffix.count)
+        return !label.isEmpty && !label.contains(".")
+    }
+}

@@ -88,6 +88,13 @@ package struct RequestDispatcher {
             facts.subtract([.l5d, .dtab, .deadline])
         }
         var localDtab = Dtab.empty
+        if facts.contains(.dtab), listener.accessRules != nil {
+            // A per-request dtab could send an allowed name anywhere: on a listener with
+            // identity rules it is dropped (and not passed on).
+            routedHead.headers.remove(name: "l5d-dtab")
+            routedHead.headers.remove(name: "l5d-ctx-dtab")
+            facts.subtract([.dtab])
+        }
         if facts.contains(.dtab) {
             switch MessageRewriting.localDtab(routedHead.headers) {
             case .failure(let error):
@@ -142,10 +149,11 @@ package struct RequestDispatcher {
             from: routedHead, target: target, framing: framing, facts: facts, route: route, localDtab: localDtab,
             requestID: MessageRewriting.requestID(&random)
         )
-        if route.client.params.forwardClientCert {
-            // Only meshd says who the client is: whatever the client sent under this name goes.
+        if route.client.params.forwardClientCert || listener.transport != nil {
+            // Only meshd says who a TLS client is: whatever a client sent under this name goes
+            // (on TLS listeners always; on plain ones when meshd forwards the certificate).
             upstreamHead.headers.remove(name: ForwardedClientCert.header)
-            if let peer {
+            if route.client.params.forwardClientCert, let peer {
                 upstreamHead.headers.add(name: ForwardedClientCert.header, value: ForwardedClientCert.value(peer, by: listener.transport?.ownIdentity))
             }
         }
@@ -175,14 +183,17 @@ package enum ForwardedClientCert {
         if let by { parts.append("By=" + by) }
         parts.append("Hash=" + peer.certificateHash)
         parts.append("Subject=\"" + quoted(peer.subject) + "\"")
-        for uri in peer.uris { parts.append("URI=" + printable(uri)) }
-        for dns in peer.dnsNames { parts.append("DNS=" + printable(dns)) }
+        for uri in peer.uris { parts.append("URI=" + field(uri)) }
+        for dns in peer.dnsNames { parts.append("DNS=" + field(dns)) }
         return parts.joined(separator: ";")
     }
 
-    /// Without control characters (a certificate's names are its issuer's words, not meshd's).
-    private static func printable(_ text: String) -> String {
-        String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }))
+    /// A SAN as a field value: as it is when plain, quoted when it holds a character that
+    /// separates fields or elements (`;` `,` `=` `"` or a space), so that a certificate's
+    /// names — its issuer's words, not meshd's — cannot add fields or entries.
+    private static func field(_ text: String) -> String {
+        let special = text.unicodeScalars.contains { ";,=\" \\".unicodeScalars.contains($0) || $0.value < 0x20 || $0.value == 0x7F }
+        return special ? "\"" + quoted(text) + "\"" : text
     }
 
     /// A quoted value with `"` and `\` escaped, and nothing a header cannot carry.
