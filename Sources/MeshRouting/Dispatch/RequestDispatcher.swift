@@ -177,14 +177,18 @@ package struct RequestDispatcher {
 /// certificate>;Subject="<subject>";URI=<URI SAN>;DNS=<DNS SAN>` (one URI= and DNS= per SAN).
 package enum ForwardedClientCert {
     package static let header = "x-forwarded-client-cert"
+    /// URI and DNS names forwarded per certificate, each.
+    package static let maxNames = 16
 
     package static func value(_ peer: PeerIdentity, by: String?) -> String {
         var parts: [String] = []
         if let by { parts.append("By=" + by) }
         parts.append("Hash=" + peer.certificateHash)
         parts.append("Subject=\"" + quoted(peer.subject) + "\"")
-        for uri in peer.uris { parts.append("URI=" + field(uri)) }
-        for dns in peer.dnsNames { parts.append("DNS=" + field(dns)) }
+        // At most `maxNames` of each: a certificate with hundreds of SANs must not make a header
+        // the app refuses.
+        for uri in peer.uris.prefix(maxNames) { parts.append("URI=" + field(uri)) }
+        for dns in peer.dnsNames.prefix(maxNames) { parts.append("DNS=" + field(dns)) }
         return parts.joined(separator: ";")
     }
 

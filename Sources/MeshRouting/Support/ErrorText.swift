@@ -63,6 +63,8 @@ enum ConnectErrorText {
 enum UpstreamErrorText {
     static func describe(_ error: any Error) -> String {
         if error is HTTPParserError { return "invalid HTTP response (\(error))" }
+        // swift-nio-ssl's: the endpoint closed its TLS connection without close_notify.
+        if String(describing: error) == "uncleanShutdown" { return "the endpoint closed the TLS connection (without close_notify)" }
         if let io = error as? IOError {
             switch io.errnoCode {
             case ECONNRESET: return "connection reset"
