@@ -116,7 +116,9 @@ def test_ewma_keeps_traffic_off_a_ten_times_slower_endpoint(start_meshd, three):
     total = a.count() + b.count() + c.count()
     assert total == 480
     assert c.count() / total < 0.10, (a.count(), b.count(), c.count())
-    assert endpoint_state(meshd, c.port)["latencyEstimateMs"] > endpoint_state(meshd, a.port)["latencyEstimateMs"]
+    # Every answer of c's took at least 50 ms: its estimate says so. (Comparing it with a's was
+    # flaky: on a loaded machine the Python upstreams' own latency approaches c's.)
+    assert endpoint_state(meshd, c.port)["latencyEstimateMs"] >= 45
 
 
 def test_success_rate_ejects_an_endpoint_failing_thirty_percent(start_meshd, three):
