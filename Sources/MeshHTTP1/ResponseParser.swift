@@ -152,6 +152,7 @@ struct ResponseParser {
     private mutating func emitHead(_ parsed: Head, into events: inout [Event]) {
         let code = Int(parsed.head.status.code)
         var bodiless = false
+        var reusable = parsed.keepAlive
         // A 1xx other than 101 is followed by more heads for the same request.
         if code >= 200 || code == 101 {
             let method = methods.popFirst()
@@ -159,6 +160,10 @@ struct ResponseParser {
                 state = .done
             } else if method == .HEAD || method == .CONNECT || code == 204 || code == 304 {
                 bodiless = true
+                // A bodiless response that declares a body: if the upstream sends one anyway,
+                // and late, it would be read as the answer to the next request on this
+                // connection. Not reused, it cannot be.
+                if parsed.framing.transferEncoded || (parsed.framing.contentLength ?? 0) > 0 { reusable = false }
             } else if parsed.framing.transferEncoded {
                 state = parsed.framing.chunked ? .chunkSize : .untilClose
             } else if let length = parsed.framing.contentLength {
@@ -167,7 +172,7 @@ struct ResponseParser {
                 state = .untilClose
             }
         }
-        events.append(.head(parsed.head, keepAlive: parsed.keepAlive && !readsUntilClose))
+        events.append(.head(parsed.head, keepAlive: reusable && !readsUntilClose))
         if bodiless { finishMessage(nil, into: &events) }
     }
 

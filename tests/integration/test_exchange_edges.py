@@ -217,3 +217,36 @@ def test_a_transfer_coding_meshd_does_not_decode_is_a_502(start_meshd, coding):
         assert "transfer coding" in response.header("l5d-err")
     finally:
         upstream.close()
+
+
+def test_a_head_response_declaring_a_body_does_not_leave_its_connection_for_the_next_request(start_meshd):
+    """An upstream that answers HEAD with a Content-Length and then (lying) sends a body: if its
+    connection were reused, that body would be the next request's answer."""
+    def script(conn):
+        first = True
+        while True:
+            head = read_request_head(conn)
+            if not head:
+                return
+            if head.startswith(b"HEAD"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+            elif first:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+            else:
+                # A request after the HEAD on the same connection: the late, unasked-for body.
+                conn.sendall(b"EVILHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+            first = False
+
+    upstream = RawUpstream(script)
+    try:
+        meshd = start_meshd(simple_config(), disco={"web": upstream.disco_line}, args=("--threads", "1"))
+        with RawClient(meshd.router(), timeout=10) as client:
+            client.send(b"HEAD / HTTP/1.1\r\nHost: web\r\n\r\n")
+            assert client.read_response(method="HEAD").status == 200
+        with RawClient(meshd.router(), timeout=10) as client:
+            client.send(b"GET /victim HTTP/1.1\r\nHost: web\r\n\r\n")
+            response = client.read_response()
+        assert response.status == 200 and response.body == b"good"
+        assert upstream.connections == 2
+    finally:
+        upstream.close()
