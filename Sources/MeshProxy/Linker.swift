@@ -98,7 +98,7 @@ public final class Linker: Sendable {
     public func start() async throws {
         // A certificate or key that cannot be used is a config error at its key, before anything binds.
         if !tlsErrors.isEmpty { throw ConfigErrors(tlsErrors) }
-        tls.watch(on: group.next())
+        tls.watch()
         for namer in fsNamers { namer.rescan() }
         for watcher in watchers + dtabWatchers { watcher.start() }
         let routers = self.routers

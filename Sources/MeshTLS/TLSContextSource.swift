@@ -192,9 +192,7 @@ enum ServerTLSContexts {
         do {
             context = try NIOSSLContext(configuration: tls)
         } catch {
-            if config.ciphers != nil {
-                throw TLSMaterialError(ConfiguredFile(path: "ciphers", origin: config.origin), "no usable cipher suite in the list (OpenSSL names, e.g. ECDHE-RSA-AES128-GCM-SHA256): \(error)")
-            }
+            // Cipher names were checked when the config was read (CipherList).
             throw TLSMaterialError(config.certPath, "cannot make a TLS context: \(error)")
         }
         return LoadedTLS(context: context, own: own.leaf, trusted: trusted, loadedAt: now)

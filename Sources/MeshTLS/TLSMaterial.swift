@@ -111,9 +111,6 @@ package struct CertificateSummary: Sendable, Hashable {
             ("sha256", .string(sha256)),
         ])
     }
-
-    /// The subject's common name, or the whole subject when it has none.
-    public var commonName: String { subjectCommonName ?? subject }
 }
 
 /// A certificate chain and its key, checked to belong together and to be valid now.

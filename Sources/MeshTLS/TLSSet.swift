@@ -9,6 +9,7 @@ import MeshRouting
 import MeshTelemetry
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 package final class TLSSet: Sendable {
     /// Listener sources, by router label and listen address.
@@ -16,7 +17,9 @@ package final class TLSSet: Sendable {
     private let clients: [TLSContextSource]
     private let metrics: TLSMetrics
     private let logger: Logger
-    private let reloader = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// The file checks and reloads, on a thread of their own: reading files and parsing keys
+    /// must not hold up an event loop that serves requests.
+    private let reloader = NIOLockedValueBox<(group: MultiThreadedEventLoopGroup, task: RepeatedTask)?>(nil)
 
     /// How often files are checked for changes.
     package static let checkInterval = TimeAmount.seconds(1)
@@ -27,7 +30,7 @@ package final class TLSSet: Sendable {
         var servers: [String: TLSContextSource] = [:]
         var clients: [TLSContextSource] = []
         if let tls = config.admin.tls {
-            let address = ServerConfigAddress.text(ip: config.admin.ip, port: config.admin.port)
+            let address = config.admin.address
             do {
                 servers[key(adminLabel, address)] = try TLSContextSource(.server(router: adminLabel, address: address, tls), metrics: metrics, logger: logger)
             } catch {
@@ -74,7 +77,7 @@ package final class TLSSet: Sendable {
 
     /// What the admin listener puts in front of its codec; nil for a plain one.
     package func adminTransport(_ admin: AdminConfig) -> (any ListenerTransport)? {
-        guard admin.tls != nil, let source = servers[Self.key(Self.adminLabel, ServerConfigAddress.text(ip: admin.ip, port: admin.port))] else { return nil }
+        guard admin.tls != nil, let source = servers[Self.key(Self.adminLabel, admin.address)] else { return nil }
         return ServerTLSTransport(source: source, metrics: metrics, logger: logger)
     }
 
@@ -115,22 +118,20 @@ package final class TLSSet: Sendable {
         servers.keys.sorted().compactMap { servers[$0] } + clients
     }
 
-    /// Starts checking the files once a second.
-    package func watch(on loop: any EventLoop) {
+    /// Starts checking the files once a second, on a thread of the set's own.
+    package func watch() {
         let all = sources
         guard !all.isEmpty else { return }
-        let task = loop.scheduleRepeatedTask(initialDelay: Self.checkInterval, delay: Self.checkInterval) { _ in
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let task = group.next().scheduleRepeatedTask(initialDelay: Self.checkInterval, delay: Self.checkInterval) { _ in
             for source in all { source.reloadIfChanged() }
         }
-        reloader.withLockedValue { $0 = task }
+        reloader.withLockedValue { $0 = (group, task) }
     }
 
     package func stop() {
-        reloader.withLockedValue { $0?.cancel(); $0 = nil }
+        guard let (group, task) = reloader.withLockedValue({ value in defer { value = nil }; return value }) else { return }
+        task.cancel()
+        group.shutdownGracefully { _ in }
     }
-}
-
-/// `ip:port`, bracketing IPv6, as `ServerConfig.address` writes a listener's.
-enum ServerConfigAddress {
-    static func text(ip: String, port: Int) -> String { ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
 }

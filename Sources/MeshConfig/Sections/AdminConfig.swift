@@ -18,6 +18,9 @@ public struct AdminConfig: Sendable, Hashable, JSONRepresentable {
 
     public init() {}
 
+    /// `ip:port`, as a server's `address`.
+    public var address: String { ListenAddress.text(ip: ip, port: port) }
+
     static func read(_ node: ConfigNode?) -> AdminConfig {
         var config = AdminConfig()
         guard let node, let m = node.mapping else { return config }

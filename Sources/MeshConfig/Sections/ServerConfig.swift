@@ -68,7 +68,7 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
     }
 
     /// `ip:port`, bracketing IPv6.
-    public var address: String { ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
+    public var address: String { ListenAddress.text(ip: ip, port: port) }
 
     public var json: JSONValue {
         var pairs: [(String, JSONValue)] = [("ip", .string(ip)), ("port", .int(port))]
@@ -82,4 +82,9 @@ public struct ServerConfig: Sendable, Hashable, JSONRepresentable {
         pairs.append(("tls", tls?.json ?? .null))
         return .object(pairs)
     }
+}
+
+/// `ip:port`, bracketing IPv6: how listeners (servers and the admin port) are named.
+enum ListenAddress {
+    static func text(ip: String, port: Int) -> String { ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
 }
